@@ -1,0 +1,1 @@
+"""The `lookout` command: one entry point whose subcommands start each Lookout process."""

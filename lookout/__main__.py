@@ -1,0 +1,5 @@
+import sys
+
+from lookout.cli import main
+
+sys.exit(main())

@@ -1,0 +1,54 @@
+"""`lookout SUBCOMMAND ...`: parse arguments, load settings once, hand over to the process.
+
+Each subcommand lives in the module that owns that process. The module exposes
+`add_arguments(parser)` and `run(args, settings) -> int`, and imports heavy libraries
+inside `run` only, so `lookout tail` does not load OpenCV and `lookout api` no engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from shared.logs import setup_logging
+from shared.settings import SettingsError, load_settings
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("lookout.up", "run everything on this machine: Redis, a sample source, CPU worker, API"),
+    "producer": ("producers.cli", "capture one source into Redis, or supervise many (--supervise)"),
+    "worker": ("worker.cli", "comment on every active source with the configured engine"),
+    "api": ("api.cli", "serve the HTTP API and the page"),
+    "tail": ("lookout.tail", "print a source's live messages as they cross Redis"),
+    "models": ("worker.models_cli", "check or patch a downloaded MiniCPM-o checkpoint"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lookout", description="Live AI commentary on video.")
+    parser.add_argument("--env-file", default=".env", help="settings file read before the environment (default .env)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(sub_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(env_file=args.env_file)
+    except SettingsError as exc:
+        print(f"lookout: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, args.command)
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    try:
+        return int(module.run(args, settings))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

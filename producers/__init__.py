@@ -1,0 +1,1 @@
+"""Capture producers: read a video source, publish JPEG frames to its Redis stream."""

@@ -1,0 +1,1 @@
+"""What every Lookout process agrees on: settings, Redis names, message and record codecs."""

@@ -1,0 +1,117 @@
+"""Every Redis key, stream and channel name Lookout uses. No other module writes a key string.
+
+All names live under one prefix (KEY_PREFIX, default `lookout`) so two deployments can share
+one Redis. `docs/architecture.md` lists each with its type, fields and lifetime.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class SourceNameError(ValueError):
+    """A source name outside the safe charset or length."""
+
+
+def validate_source_name(name: str) -> str:
+    """Return `name` if it is a safe source name (letters, digits, `-`, `_`; 1 to 63 chars)."""
+    if not SOURCE_NAME_RE.fullmatch(name):
+        raise SourceNameError(
+            f"invalid source name {name!r}: use 1-63 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds names under `prefix`. Per-source names take an already validated source name."""
+
+    prefix: str = "lookout"
+
+    # --- Registry and state ---
+    @property
+    def sources(self) -> str:
+        """SET of registered source names. No TTL: a source stays until deleted."""
+        return f"{self.prefix}:sources"
+
+    def source_state(self, source: str) -> str:
+        """HASH per source: url, instruction, instruction_rev, created_at. No TTL."""
+        return f"{self.prefix}:src:{source}:state"
+
+    def producer_status(self, source: str) -> str:
+        """HASH written by the producer capturing this source. TTL HEARTBEAT_TTL, renewed each beat."""
+        return f"{self.prefix}:src:{source}:producer"
+
+    def lease(self, source: str) -> str:
+        """STRING: id of the worker commenting on this source. TTL LEASE_TTL, renewed by its owner."""
+        return f"{self.prefix}:src:{source}:lease"
+
+    def worker_stats(self, source: str) -> str:
+        """HASH of per-source cycle statistics kept by the worker holding the lease. No TTL."""
+        return f"{self.prefix}:src:{source}:stats"
+
+    # --- Streams ---
+    def frames(self, source: str) -> str:
+        """STREAM of JPEG frames (fields: seq, ts, w, h, jpeg). Trimmed to ~FRAMES_MAXLEN."""
+        return f"{self.prefix}:src:{source}:frames"
+
+    def history(self, source: str) -> str:
+        """STREAM of finished and interrupted commentaries. Trimmed to ~HISTORY_MAXLEN."""
+        return f"{self.prefix}:src:{source}:history"
+
+    # --- Pub/sub channels (payloads: msgpack maps from shared.messages) ---
+    def text_channel(self, source: str) -> str:
+        """Text chunks as they are generated (TextChunk)."""
+        return f"{self.prefix}:src:{source}:text"
+
+    def audio_channel(self, source: str) -> str:
+        """48 kHz mono s16le PCM chunks (AudioChunk)."""
+        return f"{self.prefix}:src:{source}:audio"
+
+    def events_channel(self, source: str) -> str:
+        """Cycle events (CycleEvent) and source notices (SourceNotice)."""
+        return f"{self.prefix}:src:{source}:events"
+
+    def control_channel(self, source: str) -> str:
+        """Commands to the worker for this source (InstructionChanged)."""
+        return f"{self.prefix}:src:{source}:control"
+
+    @property
+    def control_pattern(self) -> str:
+        """Pattern matching every source's control channel (workers PSUBSCRIBE to it)."""
+        return f"{self.prefix}:src:*:control"
+
+    def source_from_channel(self, channel: str) -> str:
+        """The source name inside a per-source channel or key name."""
+        head = f"{self.prefix}:src:"
+        if not channel.startswith(head):
+            raise ValueError(f"{channel!r} is not a per-source name under {self.prefix!r}")
+        return channel[len(head) :].rsplit(":", 1)[0]
+
+    # --- Processes ---
+    def worker_status(self, worker_id: str) -> str:
+        """HASH heartbeat of one worker (engine, dtype, VRAM, sources). TTL HEARTBEAT_TTL."""
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def worker_pattern(self) -> str:
+        return f"{self.prefix}:worker:*"
+
+    @property
+    def key_usage(self) -> str:
+        """HASH api-key fingerprint -> request count. No TTL."""
+        return f"{self.prefix}:api:key_usage"
+
+    # --- arq queues ---
+    @property
+    def worker_queue(self) -> str:
+        """arq queue of one-off jobs for commentary workers (ask)."""
+        return f"{self.prefix}:arq:worker"
+
+    @property
+    def producer_queue(self) -> str:
+        """arq queue of capture jobs for producer supervisors."""
+        return f"{self.prefix}:arq:producers"

@@ -1,0 +1,132 @@
+"""Entries of Lookout's Redis streams, as flat fields readable with `redis-cli XRANGE`.
+
+Text is UTF-8, numbers are decimal strings, the JPEG is one binary field. Each record type
+has `to_fields()` for XADD and `from_fields()` for what XRANGE/XREAD return (bytes keys and
+values); `from_fields` raises RecordError naming the bad field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Fields = Mapping[bytes, bytes] | Mapping[str, Any]
+
+
+class RecordError(ValueError):
+    """A stream entry with a missing or malformed field."""
+
+
+def _get(fields: Fields, name: str) -> bytes | str | None:
+    value = fields.get(name.encode()) if name.encode() in fields else fields.get(name)  # type: ignore[call-overload]
+    return value  # type: ignore[no-any-return]
+
+
+def _text(fields: Fields, name: str, default: str | None = None) -> str:
+    value = _get(fields, name)
+    if value is None:
+        if default is None:
+            raise RecordError(f"missing field {name!r}")
+        return default
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _number(fields: Fields, name: str, kind: type[int] | type[float], default: float | None = None) -> Any:
+    raw = _text(fields, name, None if default is None else str(default))
+    try:
+        return kind(raw)
+    except ValueError:
+        raise RecordError(f"field {name!r}={raw!r} is not a {kind.__name__}") from None
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """One captured frame in `Keys.frames(source)`."""
+
+    seq: int  # per-source sequence number, increasing from the producer's start
+    ts: float  # capture time, epoch seconds, monotonic per source
+    width: int
+    height: int
+    jpeg: bytes
+
+    def to_fields(self) -> dict[str, bytes | str]:
+        return {
+            "seq": str(self.seq),
+            "ts": f"{self.ts:.6f}",
+            "w": str(self.width),
+            "h": str(self.height),
+            "jpeg": self.jpeg,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> FrameRecord:
+        jpeg = _get(fields, "jpeg")
+        if not isinstance(jpeg, bytes) or not jpeg:
+            raise RecordError("missing field 'jpeg'")
+        return cls(
+            seq=_number(fields, "seq", int),
+            ts=_number(fields, "ts", float),
+            width=_number(fields, "w", int, 0),
+            height=_number(fields, "h", int, 0),
+            jpeg=jpeg,
+        )
+
+
+@dataclass(frozen=True)
+class CommentaryRecord:
+    """One finished or interrupted commentary in `Keys.history(source)`."""
+
+    cycle: str
+    status: str  # "finished" | "interrupted"
+    text: str
+    instruction: str
+    kind: str = "commentary"  # or "answer"
+    worker: str = ""
+    started_at: float = 0.0  # epoch seconds when the engine started
+    duration_ms: float = 0.0
+    latency_ms: float = 0.0  # newest frame's capture -> first chunk
+    tokens: int = 0
+    frame_seqs: list[int] = field(default_factory=list)
+    question: str = ""
+    job_id: str = ""
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "cycle": self.cycle,
+            "status": self.status,
+            "kind": self.kind,
+            "text": self.text,
+            "instruction": self.instruction,
+            "worker": self.worker,
+            "started_at": f"{self.started_at:.3f}",
+            "duration_ms": f"{self.duration_ms:.1f}",
+            "latency_ms": f"{self.latency_ms:.1f}",
+            "tokens": str(self.tokens),
+            "frame_seqs": ",".join(str(s) for s in self.frame_seqs),
+            "question": self.question,
+            "job_id": self.job_id,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> CommentaryRecord:
+        seqs = _text(fields, "frame_seqs", "")
+        try:
+            frame_seqs = [int(s) for s in seqs.split(",") if s]
+        except ValueError:
+            raise RecordError(f"field 'frame_seqs'={seqs!r} is not a list of integers") from None
+        return cls(
+            cycle=_text(fields, "cycle"),
+            status=_text(fields, "status"),
+            text=_text(fields, "text"),
+            instruction=_text(fields, "instruction", ""),
+            kind=_text(fields, "kind", "commentary"),
+            worker=_text(fields, "worker", ""),
+            started_at=_number(fields, "started_at", float, 0.0),
+            duration_ms=_number(fields, "duration_ms", float, 0.0),
+            latency_ms=_number(fields, "latency_ms", float, 0.0),
+            tokens=_number(fields, "tokens", int, 0),
+            frame_seqs=frame_seqs,
+            question=_text(fields, "question", ""),
+            job_id=_text(fields, "job_id", ""),
+        )

@@ -1,0 +1,1 @@
+"""Tests for Lookout; they start real redis-server, uvicorn and Lookout processes."""

@@ -1,0 +1,1 @@
+"""The commentary worker: windows of frames in, text and speech chunks out, over Redis."""

@@ -1,0 +1,109 @@
+"""The one interface the worker loop calls, whatever model (or no model) runs underneath.
+
+An engine is loaded once, then streams chunks for one window at a time. `stream` is a plain
+blocking generator: the worker runs it in a thread (GPU libraries block), and checks
+`cancel` is honoured by stopping at the next chunk boundary.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+PCM_SAMPLE_RATE = 48_000  # every engine's speech leaves as 48 kHz mono s16le
+
+
+@dataclass(frozen=True)
+class WindowFrame:
+    """One frame of a window: where it came from and its decoded pixels (BGR)."""
+
+    seq: int
+    ts: float  # capture time, epoch seconds
+    image: npt.NDArray[np.uint8]
+    jpeg: bytes = b""
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    """What to comment on: the frames (oldest first), the instruction, what was said before."""
+
+    source: str
+    frames: Sequence[WindowFrame]
+    instruction: str
+    context: Sequence[str] = ()  # earlier commentaries, oldest first
+    max_new_tokens: int = 512
+    speak: bool = False
+    kind: Literal["commentary", "answer"] = "commentary"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of the answer. `pcm` is the speech of `text` (48 kHz mono s16le), if any."""
+
+    text: str
+    pcm: bytes | None = None
+    tokens: int = 0  # tokens this chunk accounts for (0 if the engine does not count)
+
+
+@dataclass
+class EngineInfo:
+    """What the worker reports about its engine in its status key."""
+
+    engine: str
+    checkpoint: str = ""
+    dtype: str = ""
+    device: str = "cpu"
+    load_seconds: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_fields(self) -> dict[str, str]:
+        fields = {
+            "engine": self.engine,
+            "checkpoint": self.checkpoint,
+            "dtype": self.dtype,
+            "device": self.device,
+            "load_seconds": f"{self.load_seconds:.2f}",
+        }
+        fields.update(self.extra)
+        return fields
+
+
+class EngineError(RuntimeError):
+    """An engine cannot load or run; the message tells the user what to do."""
+
+
+class Engine(ABC):
+    """Load once with `load()`, then `stream()` one window at a time (never concurrently)."""
+
+    name: str = "engine"
+
+    @abstractmethod
+    def load(self) -> EngineInfo:
+        """Load weights or resources (blocking). Raise EngineError with a clear message."""
+
+    @abstractmethod
+    def stream(self, request: EngineRequest, cancel: threading.Event) -> Iterator[Chunk]:
+        """Yield chunks for `request`; stop early, between chunks, once `cancel` is set."""
+
+    def info(self) -> EngineInfo:
+        """Current status (VRAM and such may change after load)."""
+        return EngineInfo(engine=self.name)
+
+    def close(self) -> None:
+        """Release resources. The default has none to release."""
+
+
+def compose_prompt(request: EngineRequest) -> str:
+    """The text part of the prompt every model engine uses: context, then the instruction."""
+    parts: list[str] = []
+    if request.context:
+        said = "\n".join(f"- {text}" for text in request.context)
+        parts.append(f"You already said:\n{said}\nDo not repeat it; say only what is new.")
+    parts.append(request.instruction)
+    return "\n\n".join(parts)
