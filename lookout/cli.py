@@ -27,7 +27,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lookout", description="Live AI commentary on video.")
-    parser.add_argument("--env-file", default=".env", help="settings file read before the environment (default .env)")
+    parser.add_argument(
+        "--env-file",
+        default=".env",
+        help="settings file read before the environment (default .env)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)

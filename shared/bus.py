@@ -111,7 +111,9 @@ class Subscription:
                 self.connected.set()
                 if not first:
                     self.reconnects += 1
-                    log.info("resubscribed to %s after a Redis outage", self._channels or self._patterns)
+                    log.info(
+                        "resubscribed to %s after a Redis outage", self._channels or self._patterns
+                    )
                     if self._on_reconnect is not None:
                         await self._on_reconnect()
                 first, delay = False, 0.1

@@ -32,7 +32,9 @@ def _text(fields: Fields, name: str, default: str | None = None) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _number(fields: Fields, name: str, kind: type[int] | type[float], default: float | None = None) -> Any:
+def _number(
+    fields: Fields, name: str, kind: type[int] | type[float], default: float | None = None
+) -> Any:
     raw = _text(fields, name, None if default is None else str(default))
     try:
         return kind(raw)

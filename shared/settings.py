@@ -39,7 +39,14 @@ def _var(
 ) -> Any:
     return field(
         default=default,
-        metadata={"doc": doc, "group": group, "lo": lo, "hi": hi, "choices": choices, "secret": secret},
+        metadata={
+            "doc": doc,
+            "group": group,
+            "lo": lo,
+            "hi": hi,
+            "choices": choices,
+            "secret": secret,
+        },
     )
 
 
@@ -48,70 +55,195 @@ class Settings:
     """All configuration. Field names are the lower-case environment variable names."""
 
     # --- Redis bus ---
-    redis_url: str = _var("redis://127.0.0.1:6379/0", "Redis server every process talks through", "redis")
-    key_prefix: str = _var("lookout", "Prefix of every Redis key and channel (two deployments can share one Redis)", "redis")
-    frames_maxlen: int = _var(300, "Approximate MAXLEN of each source's frames stream (entries)", "redis", lo=10, hi=100_000)
-    history_maxlen: int = _var(1000, "Approximate MAXLEN of each source's commentary history stream", "redis", lo=10, hi=1_000_000)
-    heartbeat_ttl: float = _var(10.0, "Seconds a process status key lives without a heartbeat", "redis", lo=2, hi=300)
+    redis_url: str = _var(
+        "redis://127.0.0.1:6379/0", "Redis server every process talks through", "redis"
+    )
+    key_prefix: str = _var(
+        "lookout",
+        "Prefix of every Redis key and channel (two deployments can share one Redis)",
+        "redis",
+    )
+    frames_maxlen: int = _var(
+        300,
+        "Approximate MAXLEN of each source's frames stream (entries)",
+        "redis",
+        lo=10,
+        hi=100_000,
+    )
+    history_maxlen: int = _var(
+        1000,
+        "Approximate MAXLEN of each source's commentary history stream",
+        "redis",
+        lo=10,
+        hi=1_000_000,
+    )
+    heartbeat_ttl: float = _var(
+        10.0, "Seconds a process status key lives without a heartbeat", "redis", lo=2, hi=300
+    )
 
     # --- HTTP server ---
-    server_host: str = _var("127.0.0.1", "Address the API binds to (0.0.0.0 inside containers)", "server")
+    server_host: str = _var(
+        "127.0.0.1", "Address the API binds to (0.0.0.0 inside containers)", "server"
+    )
     server_port: int = _var(8199, "Port the API listens on", "server", lo=1, hi=65535)
-    cors_origins: str = _var("", "Comma-separated origins allowed by CORS (empty: same origin only)", "server")
-    api_keys: str = _var("", "API keys as `key:scope` pairs, comma-separated; scope is view or control (empty: no auth)", "server", secret=True)
+    cors_origins: str = _var(
+        "", "Comma-separated origins allowed by CORS (empty: same origin only)", "server"
+    )
+    api_keys: str = _var(
+        "",
+        "API keys as `key:scope` pairs, comma-separated; scope is view or control (empty: no auth)",
+        "server",
+        secret=True,
+    )
     api_keys_file: str = _var("", "File with one `key:scope` per line (adds to API_KEYS)", "server")
-    instruction_max_chars: int = _var(500, "Longest instruction a client may set", "server", lo=10, hi=10_000)
-    sse_replay: int = _var(3, "Commentaries replayed from history when an SSE viewer connects", "server", lo=0, hi=100)
-    sse_keepalive: float = _var(15.0, "Seconds between SSE keep-alive comments", "server", lo=1, hi=120)
-    sse_retry_ms: int = _var(2000, "Reconnect delay advertised to SSE clients (ms)", "server", lo=100, hi=60_000)
-    max_frame_bytes: int = _var(2_000_000, "Largest JPEG accepted from a client or producer (bytes)", "server", lo=10_000, hi=50_000_000)
-    viewer_queue: int = _var(8, "Messages buffered per viewer before a slow viewer starts dropping", "server", lo=1, hi=1000)
+    instruction_max_chars: int = _var(
+        500, "Longest instruction a client may set", "server", lo=10, hi=10_000
+    )
+    sse_replay: int = _var(
+        3, "Commentaries replayed from history when an SSE viewer connects", "server", lo=0, hi=100
+    )
+    sse_keepalive: float = _var(
+        15.0, "Seconds between SSE keep-alive comments", "server", lo=1, hi=120
+    )
+    sse_retry_ms: int = _var(
+        2000, "Reconnect delay advertised to SSE clients (ms)", "server", lo=100, hi=60_000
+    )
+    max_frame_bytes: int = _var(
+        2_000_000,
+        "Largest JPEG accepted from a client or producer (bytes)",
+        "server",
+        lo=10_000,
+        hi=50_000_000,
+    )
+    viewer_queue: int = _var(
+        8,
+        "Messages buffered per viewer before a slow viewer starts dropping",
+        "server",
+        lo=1,
+        hi=1000,
+    )
 
     # --- Capture (producers) ---
-    capture_fps: float = _var(2.0, "Frames per second the worker samples for inference", "capture", lo=0.1, hi=30)
-    display_fps: float = _var(10.0, "Frames per second producers publish and MJPEG viewers get", "capture", lo=1, hi=60)
+    capture_fps: float = _var(
+        2.0, "Frames per second the worker samples for inference", "capture", lo=0.1, hi=30
+    )
+    display_fps: float = _var(
+        10.0, "Frames per second producers publish and MJPEG viewers get", "capture", lo=1, hi=60
+    )
     jpeg_quality: int = _var(80, "JPEG quality of published frames", "capture", lo=10, hi=100)
-    max_frame_edge: int = _var(1280, "Frames are resized so their longest edge is at most this (pixels)", "capture", lo=64, hi=7680)
+    max_frame_edge: int = _var(
+        1280,
+        "Frames are resized so their longest edge is at most this (pixels)",
+        "capture",
+        lo=64,
+        hi=7680,
+    )
     loop_files: bool = _var(True, "Video files restart at the end instead of stopping", "capture")
     rtsp_transport: str = _var("tcp", "RTSP transport", "capture", choices=RTSP_TRANSPORTS)
-    reconnect_delay: float = _var(1.0, "First reconnect delay after a source fails (s), doubled each try", "capture", lo=0.05, hi=60)
-    max_reconnect_delay: float = _var(30.0, "Longest reconnect delay (s)", "capture", lo=0.1, hi=600)
-    max_read_failures: int = _var(10, "Consecutive failed reads before reconnecting", "capture", lo=1, hi=1000)
-    stall_timeout: float = _var(10.0, "Seconds without a frame before a source counts as stalled", "capture", lo=0.5, hi=600)
-    open_timeout: float = _var(10.0, "Seconds allowed to open a network source", "capture", lo=0.5, hi=120)
+    reconnect_delay: float = _var(
+        1.0,
+        "First reconnect delay after a source fails (s), doubled each try",
+        "capture",
+        lo=0.05,
+        hi=60,
+    )
+    max_reconnect_delay: float = _var(
+        30.0, "Longest reconnect delay (s)", "capture", lo=0.1, hi=600
+    )
+    max_read_failures: int = _var(
+        10, "Consecutive failed reads before reconnecting", "capture", lo=1, hi=1000
+    )
+    stall_timeout: float = _var(
+        10.0, "Seconds without a frame before a source counts as stalled", "capture", lo=0.5, hi=600
+    )
+    open_timeout: float = _var(
+        10.0, "Seconds allowed to open a network source", "capture", lo=0.5, hi=120
+    )
 
     # --- Inference (worker) ---
     engine: str = _var("cpu", "Commentary engine", "inference", choices=ENGINES)
-    model_path: str = _var("models/MiniCPM-o-4_5-awq", "Folder of the model weights (GPU engines)", "inference")
-    frames_per_inference: int = _var(4, "Frames in each window the model sees", "inference", lo=1, hi=8)
-    frame_stride: int = _var(2, "Take every Nth sampled frame into the window", "inference", lo=1, hi=4)
-    change_threshold: float = _var(5.0, "Scene change (mean abs pixel diff) below which a cycle is skipped", "inference", lo=0, hi=50)
-    inference_interval: float = _var(1.0, "Pause between commentary cycles of one source (s)", "inference", lo=0, hi=600)
-    max_new_tokens: int = _var(512, "Longest commentary in tokens (text only)", "inference", lo=1, hi=8192)
-    default_instruction: str = _var("Describe what is happening in the video.", "Instruction a new source starts with", "inference")
-    context_commentaries: int = _var(1, "Past commentaries carried into the next prompt", "inference", lo=0, hi=10)
-    context_max_chars: int = _var(600, "Longest carried-over context (characters)", "inference", lo=0, hi=10_000)
-    idle_commentary_interval: float = _var(0.0, "Comment on an unchanged scene every N s anyway (0: never)", "inference", lo=0, hi=3600)
-    max_sources_per_worker: int = _var(16, "Most sources one worker comments on", "inference", lo=1, hi=1000)
-    lease_ttl: float = _var(5.0, "Seconds a worker's lease on a source lives without renewal", "inference", lo=1, hi=300)
-    ask_queue_max: int = _var(16, "Most queued one-off questions before the API answers 429", "inference", lo=1, hi=10_000)
-    ask_timeout: float = _var(60.0, "Seconds a one-off question may take", "inference", lo=1, hi=3600)
-    compile_decode: bool = _var(True, "GPU engines compile a static-cache decode step at load", "inference")
+    model_path: str = _var(
+        "models/MiniCPM-o-4_5-awq", "Folder of the model weights (GPU engines)", "inference"
+    )
+    frames_per_inference: int = _var(
+        4, "Frames in each window the model sees", "inference", lo=1, hi=8
+    )
+    frame_stride: int = _var(
+        2, "Take every Nth sampled frame into the window", "inference", lo=1, hi=4
+    )
+    change_threshold: float = _var(
+        5.0,
+        "Scene change (mean abs pixel diff) below which a cycle is skipped",
+        "inference",
+        lo=0,
+        hi=50,
+    )
+    inference_interval: float = _var(
+        1.0, "Pause between commentary cycles of one source (s)", "inference", lo=0, hi=600
+    )
+    max_new_tokens: int = _var(
+        512, "Longest commentary in tokens (text only)", "inference", lo=1, hi=8192
+    )
+    default_instruction: str = _var(
+        "Describe what is happening in the video.",
+        "Instruction a new source starts with",
+        "inference",
+    )
+    context_commentaries: int = _var(
+        1, "Past commentaries carried into the next prompt", "inference", lo=0, hi=10
+    )
+    context_max_chars: int = _var(
+        600, "Longest carried-over context (characters)", "inference", lo=0, hi=10_000
+    )
+    idle_commentary_interval: float = _var(
+        0.0, "Comment on an unchanged scene every N s anyway (0: never)", "inference", lo=0, hi=3600
+    )
+    max_sources_per_worker: int = _var(
+        16, "Most sources one worker comments on", "inference", lo=1, hi=1000
+    )
+    lease_ttl: float = _var(
+        5.0, "Seconds a worker's lease on a source lives without renewal", "inference", lo=1, hi=300
+    )
+    ask_queue_max: int = _var(
+        16, "Most queued one-off questions before the API answers 429", "inference", lo=1, hi=10_000
+    )
+    ask_timeout: float = _var(
+        60.0, "Seconds a one-off question may take", "inference", lo=1, hi=3600
+    )
+    compile_decode: bool = _var(
+        True, "GPU engines compile a static-cache decode step at load", "inference"
+    )
 
     # --- Speech ---
-    enable_tts: bool = _var(False, "Speak commentaries (MiniCPM-o TTS, or espeak-ng with the CPU engine)", "speech")
+    enable_tts: bool = _var(
+        False, "Speak commentaries (MiniCPM-o TTS, or espeak-ng with the CPU engine)", "speech"
+    )
     tts_float16: bool = _var(True, "Run MiniCPM-o's TTS in float16", "speech")
-    ref_audio_path: str = _var("", "Reference voice (WAV) for MiniCPM-o TTS (empty: the checkpoint's assets)", "speech")
-    tts_pause_after: float = _var(1.0, "Silence after each spoken commentary (s)", "speech", lo=0, hi=30)
-    tts_max_new_tokens: int = _var(150, "Longest commentary in tokens when speaking", "speech", lo=1, hi=4096)
+    ref_audio_path: str = _var(
+        "", "Reference voice (WAV) for MiniCPM-o TTS (empty: the checkpoint's assets)", "speech"
+    )
+    tts_pause_after: float = _var(
+        1.0, "Silence after each spoken commentary (s)", "speech", lo=0, hi=30
+    )
+    tts_max_new_tokens: int = _var(
+        150, "Longest commentary in tokens when speaking", "speech", lo=1, hi=4096
+    )
     espeak_voice: str = _var("en", "espeak-ng voice of the CPU engine", "speech")
 
     # --- Page ---
-    stream_delay_init: float = _var(5.0, "Seconds the page shows video behind live so words line up (0: live)", "page", lo=0, hi=60)
+    stream_delay_init: float = _var(
+        5.0,
+        "Seconds the page shows video behind live so words line up (0: live)",
+        "page",
+        lo=0,
+        hi=60,
+    )
 
     # --- Process ---
     log_level: str = _var("INFO", "Log level", "process", choices=LOG_LEVELS)
-    worker_id: str = _var("", "Name of this worker in leases and status (empty: host-pid)", "process")
+    worker_id: str = _var(
+        "", "Name of this worker in leases and status (empty: host-pid)", "process"
+    )
 
 
 def settings_fields() -> list[dataclasses.Field[Any]]:
@@ -206,6 +338,8 @@ def _check_consistency(s: Settings) -> None:
             f"MAX_RECONNECT_DELAY={s.max_reconnect_delay} must be at least RECONNECT_DELAY={s.reconnect_delay}"
         )
     if not s.key_prefix or any(c in s.key_prefix for c in " *?[]"):
-        raise SettingsError(f"KEY_PREFIX={s.key_prefix!r}: must be non-empty, no spaces or glob characters")
+        raise SettingsError(
+            f"KEY_PREFIX={s.key_prefix!r}: must be non-empty, no spaces or glob characters"
+        )
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")
