@@ -36,7 +36,7 @@ REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 def connect_redis(url: str, *, decode: bool = False) -> aioredis.Redis:
     """An asyncio Redis client with a health check, for one process to share."""
-    return aioredis.Redis.from_url(
+    client: aioredis.Redis = aioredis.Redis.from_url(
         url,
         decode_responses=decode,
         health_check_interval=10,
@@ -44,6 +44,7 @@ def connect_redis(url: str, *, decode: bool = False) -> aioredis.Redis:
         socket_keepalive=True,
         retry_on_timeout=True,
     )
+    return client
 
 
 class SourcePublisher:

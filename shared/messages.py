@@ -96,7 +96,7 @@ class SourceNotice(Message, tag="notice", frozen=True):
 AnyMessage = TextChunk | AudioChunk | CycleEvent | InstructionChanged | SourceNotice
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(AnyMessage)
+_decoder: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
 _version_probe = msgspec.msgpack.Decoder(dict[str, object])
 
 

@@ -19,8 +19,8 @@ class RecordError(ValueError):
 
 
 def _get(fields: Fields, name: str) -> bytes | str | None:
-    value = fields.get(name.encode()) if name.encode() in fields else fields.get(name)  # type: ignore[call-overload]
-    return value  # type: ignore[no-any-return]
+    value = fields.get(name.encode()) if name.encode() in fields else fields.get(name)
+    return value
 
 
 def _text(fields: Fields, name: str, default: str | None = None) -> str:

@@ -276,7 +276,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
-    name, meta, kind = env_name(f), f.metadata, type(f.default)
+    name, meta = env_name(f), f.metadata
+    kind: type = type(f.default)
     if kind is bool:
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):

@@ -76,17 +76,17 @@ class SourceRegistry:
 
     async def names(self) -> list[str]:
         """Registered source names, sorted."""
-        members = await self._redis.smembers(self._keys.sources)
+        members = await self._redis.smembers(self._keys.sources)  # type: ignore[misc]
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
 
     async def exists(self, name: str) -> bool:
-        return bool(await self._redis.sismember(self._keys.sources, name))
+        return bool(await self._redis.sismember(self._keys.sources, name))  # type: ignore[misc]
 
     async def state(self, name: str) -> SourceState | None:
         """The state of `name`, or None if it is not registered."""
         if not await self.exists(name):
             return None
-        raw = await self._redis.hgetall(self._keys.source_state(name))
+        raw = await self._redis.hgetall(self._keys.source_state(name))  # type: ignore[misc]
         return SourceState(
             name=name,
             url=_text(raw, "url"),

@@ -95,7 +95,7 @@ class Engine(ABC):
         """Current status (VRAM and such may change after load)."""
         return EngineInfo(engine=self.name)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (an optional hook: most engines hold nothing)
         """Release resources. The default has none to release."""
 
 
