@@ -1,0 +1,92 @@
+"""`lookout tail SOURCE`: print every message of a source as it crosses Redis.
+
+Subscribes to the source's text, audio, events and control channels and prints one decoded
+line per message, so what the worker and API say to each other can be watched live. A
+malformed payload is printed as such (with the reason) and tail goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from shared.settings import Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="source name, or * for every source")
+    parser.add_argument(
+        "--count", type=int, default=0, help="exit after this many messages (0: run until Ctrl-C)"
+    )
+
+
+def format_message(channel: str, message: object) -> str:
+    """One readable line for a decoded message (PCM shown as its length and duration)."""
+    from shared.messages import AudioChunk, CycleEvent, InstructionChanged, SourceNotice, TextChunk
+
+    clock = time.strftime("%H:%M:%S")
+    if isinstance(message, TextChunk):
+        tag = f" answer to {message.question!r}" if message.kind == "answer" else ""
+        return f"{clock} {message.source} text  cycle={message.cycle} #{message.seq}{tag}: {message.text}"
+    if isinstance(message, AudioChunk):
+        seconds = len(message.pcm) / 2 / message.sample_rate
+        return f"{clock} {message.source} audio cycle={message.cycle} #{message.seq}: {len(message.pcm)} bytes ({seconds:.2f}s)"
+    if isinstance(message, CycleEvent):
+        details = {
+            k: v
+            for k, v in (
+                ("latency_ms", message.latency_ms),
+                ("frames", message.frame_seqs or None),
+                ("tokens", message.tokens),
+                ("duration_ms", message.duration_ms),
+                ("reason", message.reason),
+                ("error", message.error),
+                ("history_id", message.history_id),
+                ("text", message.text),
+            )
+            if v is not None
+        }
+        extra = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in details.items())
+        return f"{clock} {message.source} cycle cycle={message.cycle} {message.event} {extra}".rstrip()
+    if isinstance(message, InstructionChanged):
+        return f"{clock} {message.source} instruction rev={message.rev}: {message.instruction}"
+    if isinstance(message, SourceNotice):
+        return f"{clock} {message.source} notice {message.what} {message.detail}".rstrip()
+    return f"{clock} {channel}: {message!r}"
+
+
+async def tail(settings: Settings, source: str, count: int) -> int:
+    from shared.bus import Subscription
+    from shared.keys import Keys, validate_source_name
+
+    keys = Keys(settings.key_prefix)
+    if source == "*":
+        patterns = [keys.text_channel("*"), keys.audio_channel("*"), keys.events_channel("*")]
+        patterns.append(keys.control_pattern)
+        subscription = Subscription(settings.redis_url, patterns=patterns)
+    else:
+        validate_source_name(source)
+        channels = [
+            keys.text_channel(source),
+            keys.audio_channel(source),
+            keys.events_channel(source),
+            keys.control_channel(source),
+        ]
+        subscription = Subscription(settings.redis_url, channels=channels)
+    print(f"tailing {source} on {settings.redis_url} (prefix {settings.key_prefix}); Ctrl-C stops")
+    seen = 0
+    async for channel, message in subscription.messages():
+        print(format_message(channel, message), flush=True)
+        seen += 1
+        if count and seen >= count:
+            break
+    return 0
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        return asyncio.run(tail(settings, args.source, args.count))
+    except ValueError as exc:
+        print(f"lookout tail: {exc}")
+        return 2
