@@ -25,7 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only `command`'s module is imported to add its arguments."""
     parser = argparse.ArgumentParser(prog="lookout", description="Live AI commentary on video.")
     parser.add_argument(
         "--env-file",
@@ -35,12 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module_name).add_arguments(sub_parser)
+        if name == command:
+            importlib.import_module(module_name).add_arguments(sub_parser)
     return parser
 
 
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is not a global option)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--env-file":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(chosen_command(argv)).parse_args(argv)
     try:
         settings = load_settings(env_file=args.env_file)
     except SettingsError as exc:
