@@ -47,8 +47,12 @@ def format_message(channel: str, message: object) -> str:
             )
             if v is not None
         }
-        extra = " ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in details.items())
-        return f"{clock} {message.source} cycle cycle={message.cycle} {message.event} {extra}".rstrip()
+        extra = " ".join(
+            f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in details.items()
+        )
+        return (
+            f"{clock} {message.source} cycle cycle={message.cycle} {message.event} {extra}".rstrip()
+        )
     if isinstance(message, InstructionChanged):
         return f"{clock} {message.source} instruction rev={message.rev}: {message.instruction}"
     if isinstance(message, SourceNotice):

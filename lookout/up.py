@@ -80,7 +80,10 @@ class Children:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                print(f"lookout up: {name} did not stop in {STOP_DEADLINE:.0f}s; killing it", flush=True)
+                print(
+                    f"lookout up: {name} did not stop in {STOP_DEADLINE:.0f}s; killing it",
+                    flush=True,
+                )
                 proc.kill()
                 proc.wait()
 
@@ -110,7 +113,9 @@ def wait_for_api(base: str, children: Children, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (exited := children.first_exited()) is not None:
-            raise UpError(f"{exited[0]} exited with code {exited[1]} during start (see its log above)")
+            raise UpError(
+                f"{exited[0]} exited with code {exited[1]} during start (see its log above)"
+            )
         try:
             with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
                 if response.status == 200:

@@ -1,0 +1,157 @@
+"""`lookout health ROLE`: exit 0 when this container's process is healthy, 1 when not.
+
+Container healthchecks call it (`python -m lookout.health ROLE` works before the subcommand
+is registered in lookout/cli.py). Each role checks what its process proves to others:
+
+- api: `GET /health` on this host's SERVER_PORT answers 200 (the API checks Redis itself).
+- worker: a heartbeat `Keys.worker_status(id)` exists for this worker: WORKER_ID when set,
+  otherwise any worker whose `host` field is this host name (ids default to `host-pid`).
+- producer: Redis answers PING. The supervisor has no heartbeat key of its own, and
+  per-source producer keys only exist while it captures something.
+- auto: the role is read from PID 1's command line (`lookout worker ...`), so one image
+  healthcheck fits every service; other subcommands fall back to the producer check.
+
+It prints one line saying what it found, which `docker inspect` shows under Health.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+import redis
+
+from shared.keys import Keys
+from shared.settings import Settings, SettingsError, load_settings
+
+ROLES = ("api", "worker", "producer", "auto")
+TIMEOUT_S = 3.0
+
+
+class Unhealthy(Exception):
+    """The check failed; the message says why."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("role", choices=ROLES, help="which process to check (auto: PID 1's)")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT_S, help="seconds per network call")
+
+
+def role_from_cmdline(argv: Sequence[str]) -> str:
+    """The health role of a `lookout SUBCOMMAND ...` command line (producer when unknown).
+
+    PID 1 may be an init (`docker-init -- lookout worker`) or the venv's python running the
+    `lookout` script; the subcommand is the first argument after `lookout` that is no option.
+    """
+    names = [Path(arg).name for arg in argv]
+    if "lookout" not in names:
+        return "producer"
+    rest = iter(argv[names.index("lookout") + 1 :])
+    for arg in rest:
+        if arg == "--env-file":
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg if arg in ("api", "worker") else "producer"
+    return "producer"
+
+
+def pid1_cmdline(proc: Path = Path("/proc/1/cmdline")) -> list[str]:
+    """PID 1's arguments (the container's main process), or [] when unreadable."""
+    try:
+        raw = proc.read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def check_api(settings: Settings, timeout: float) -> str:
+    # The API may bind 0.0.0.0; the check always asks over loopback, inside the container.
+    url = f"http://127.0.0.1:{settings.server_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return f"api ok: {url} answered {response.status}"
+    except urllib.error.HTTPError as exc:
+        raise Unhealthy(f"api unhealthy: {url} answered {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise Unhealthy(f"api unreachable: {url}: {exc}") from None
+
+
+def _redis(settings: Settings, timeout: float) -> redis.Redis:
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        raise Unhealthy(f"Redis unreachable at {settings.redis_url}: {exc}") from None
+    return client
+
+
+def check_producer(settings: Settings, timeout: float) -> str:
+    _redis(settings, timeout).close()
+    return f"producer ok: Redis at {settings.redis_url} answers"
+
+
+def check_worker(settings: Settings, timeout: float, host: str | None = None) -> str:
+    client = _redis(settings, timeout)
+    keys = Keys(settings.key_prefix)
+    host = host or socket.gethostname()
+    try:
+        if settings.worker_id:
+            if client.exists(keys.worker_status(settings.worker_id)):
+                return f"worker ok: heartbeat of {settings.worker_id}"
+            raise Unhealthy(f"worker unhealthy: no heartbeat of {settings.worker_id}")
+        for key in client.scan_iter(match=keys.worker_pattern, count=100):
+            owner: bytes | None = client.hget(key, "host")  # type: ignore[assignment]
+            if owner == host.encode():
+                return f"worker ok: heartbeat {key.decode()}"
+        raise Unhealthy(f"worker unhealthy: no heartbeat from host {host}")
+    except redis.RedisError as exc:
+        raise Unhealthy(f"Redis error at {settings.redis_url}: {exc}") from None
+    finally:
+        client.close()
+
+
+def check(role: str, settings: Settings, timeout: float = TIMEOUT_S) -> str:
+    """Run the check of `role`; return a one-line report, or raise Unhealthy."""
+    if role == "auto":
+        role = role_from_cmdline(pid1_cmdline())
+    if role == "api":
+        return check_api(settings, timeout)
+    if role == "worker":
+        return check_worker(settings, timeout)
+    return check_producer(settings, timeout)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Print what the check found; 0 when healthy, 1 when not."""
+    try:
+        print(check(args.role, settings, args.timeout))
+    except Unhealthy as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lookout.health ROLE`, without the full CLI (and its imports)."""
+    parser = argparse.ArgumentParser(prog="lookout health", description=__doc__.split("\n")[0])
+    parser.add_argument("--env-file", default=".env", help="settings file (default .env)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(env_file=args.env_file)
+    except SettingsError as exc:
+        print(f"lookout health: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return run(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
