@@ -27,6 +27,7 @@ if [ "$mode" = test ]; then
   want redis-cli redis-tools
   want chromium chromium
   want gst-launch-1.0 gstreamer1.0-tools
+  want caddy caddy  # the reverse-proxy test runs the real Caddyfile
   # The RTSP test server runs on the system interpreter with GStreamer's gi bindings.
   /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' >/dev/null 2>&1 ||
     need+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "api": ("api.cli", "serve the HTTP API and the page"),
     "tail": ("lookout.tail", "print a source's live messages as they cross Redis"),
     "models": ("worker.models_cli", "check or patch a downloaded MiniCPM-o checkpoint"),
+    "health": ("lookout.health", "exit 0 if this container's process is healthy"),
 }
 
 
