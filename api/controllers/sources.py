@@ -1,0 +1,93 @@
+"""Sources: list, add, show, remove, instruction and history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, post, put
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from api import routes
+from api.auth import CONTROL, require_scope
+from api.controllers import SECURED, errors
+from api.schemas import (
+    HistoryOut,
+    InstructionIn,
+    InstructionOut,
+    SourceAdded,
+    SourceIn,
+    SourceOut,
+    SourcesOut,
+)
+from api.services import SourceService
+
+Limit = Annotated[int, Parameter(ge=1, le=1000, description="Most entries to return")]
+Before = Annotated[
+    str | None, Parameter(description="Only entries older than this history id", required=False)
+]
+
+
+class SourcesController(Controller):
+    tags = ["sources"]
+    guards = [require_scope]
+    security = SECURED
+
+    @get(routes.SOURCES, name="sources:list", operation_id="listSources", responses=errors(401))
+    async def list_sources(self, service: SourceService) -> SourcesOut:
+        """Every registered source with its URL (password removed) and instruction."""
+        return await service.list()
+
+    @post(
+        routes.SOURCES,
+        name="sources:add",
+        operation_id="addSource",
+        status_code=HTTP_202_ACCEPTED,
+        opt={"scope": CONTROL},
+        responses=errors(401, 403, 409, 413, 422, 503),
+    )
+    async def add_source(self, data: SourceIn, service: SourceService) -> SourceAdded:
+        """Start capturing a URL as a new source (a producer picks up the job)."""
+        return SourceAdded(data.name, await service.add(data.name, data.url, data.options))
+
+    @get(routes.SOURCE, name="sources:get", operation_id="getSource", responses=errors(401, 404))
+    async def get_source(self, name: str, service: SourceService) -> SourceOut:
+        """One source's URL and current instruction."""
+        return await service.get(name)
+
+    @delete(
+        routes.SOURCE,
+        name="sources:remove",
+        operation_id="removeSource",
+        status_code=HTTP_204_NO_CONTENT,
+        opt={"scope": CONTROL},
+        responses=errors(401, 403, 404, 503),
+    )
+    async def remove_source(self, name: str, service: SourceService) -> None:
+        """Stop capturing a source and forget it (its history stays)."""
+        await service.remove(name)
+
+    @put(
+        routes.INSTRUCTION,
+        name="sources:instruction",
+        operation_id="setInstruction",
+        opt={"scope": CONTROL},
+        responses=errors(401, 403, 404, 413, 422),
+    )
+    async def set_instruction(
+        self, name: str, data: InstructionIn, service: SourceService
+    ) -> InstructionOut:
+        """Change what the commentary is about; the worker hears it at once."""
+        return await service.set_instruction(name, data.instruction)
+
+    @get(
+        routes.HISTORY,
+        name="sources:history",
+        operation_id="getHistory",
+        responses=errors(401, 404, 422),
+    )
+    async def history(
+        self, name: str, service: SourceService, limit: Limit = 20, before: Before = None
+    ) -> HistoryOut:
+        """Past commentaries, newest first (page back with `before`)."""
+        return await service.history(name, limit, before)

@@ -1,0 +1,73 @@
+"""Status of everything, the page's configuration, metrics and health."""
+
+from __future__ import annotations
+
+from litestar import Controller, MediaType, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import routes
+from api.auth import require_scope
+from api.controllers import SECURED, errors
+from api.schemas import ConfigOut, HealthOut, StatusOut
+from api.services import SourceService
+from api.state import AppState
+from api.streams import PCM_RATE
+from shared.bus import REDIS_ERRORS
+
+
+class StatusController(Controller):
+    tags = ["status"]
+    guards = [require_scope]
+    security = SECURED
+
+    @get(routes.STATUS, name="status:all", operation_id="getStatus", responses=errors(401))
+    async def status(self, service: SourceService) -> StatusOut:
+        """Per source: producer state and fps, worker and engine, speech, last commentary
+        time, viewers on this replica; and every live worker."""
+        return await service.status()
+
+    @get(routes.METRICS, name="status:metrics", operation_id="getMetrics", media_type="text/plain")
+    async def metrics(self, lookout: AppState) -> Response[bytes]:
+        """Prometheus metrics of this replica."""
+        body = generate_latest(lookout.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+class PublicController(Controller):
+    """Routes open without a key: health and what the page needs before it has one."""
+
+    tags = ["public"]
+
+    @get(routes.HEALTH, name="public:health", operation_id="getHealth")
+    async def health(self, lookout: AppState) -> Response[HealthOut]:
+        """200 when this replica reaches Redis, else 503."""
+        try:
+            ok = bool(await lookout.redis.ping())
+        except REDIS_ERRORS:
+            ok = False
+        body = HealthOut("ok" if ok else "redis unavailable", ok)
+        return Response(body, status_code=200 if ok else 503, media_type=MediaType.JSON)
+
+    @get(routes.CONFIG, name="public:config", operation_id="getConfig")
+    async def config(self, lookout: AppState) -> ConfigOut:
+        """Settings the page needs (video delay, whether a key is required, limits)."""
+        s = lookout.settings
+        return ConfigOut(
+            stream_delay_init=s.stream_delay_init,
+            display_fps=s.display_fps,
+            auth_required=lookout.keyring.enabled,
+            instruction_max_chars=s.instruction_max_chars,
+            max_frame_bytes=s.max_frame_bytes,
+            sample_rate=PCM_RATE,
+        )
+
+    @get(
+        routes.PAGE,
+        name="public:page",
+        operation_id="getPage",
+        media_type=MediaType.HTML,
+        include_in_schema=False,
+    )
+    async def page(self, lookout: AppState) -> Response[bytes]:
+        """The viewer page."""
+        return Response(lookout.page_html, media_type=MediaType.HTML)

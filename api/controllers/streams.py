@@ -1,0 +1,110 @@
+"""Live streams of a source: SSE events, MJPEG, the newest JPEG, PCM speech, frame ingest."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Response, WebSocket, get, websocket
+from litestar.params import Parameter
+from litestar.response import Stream
+
+from api import routes
+from api.auth import CONTROL, require_scope
+from api.controllers import SECURED, errors
+from api.errors import FieldError, ServiceUnavailable
+from api.ingest import ingest_frames
+from api.services import STREAM_ID_RE, SourceService
+from api.state import AppState
+from api.streams import MJPEG_BOUNDARY, PCM_RATE, EventStream, audio_stream, mjpeg_stream
+
+LastEventId = Annotated[
+    str | None,
+    Parameter(
+        header="Last-Event-ID",
+        required=False,
+        description="Resume after this history id (sent by browsers on reconnect)",
+    ),
+]
+NO_CACHE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+class StreamsController(Controller):
+    tags = ["streams"]
+    guards = [require_scope]
+    security = SECURED
+
+    @get(
+        routes.EVENTS,
+        name="streams:events",
+        operation_id="streamEvents",
+        media_type="text/event-stream",
+        responses=errors(401, 404, 422),
+    )
+    async def events(
+        self, name: str, service: SourceService, lookout: AppState, last_event_id: LastEventId
+    ) -> Stream:
+        """Server-sent events: `chunk` (text as generated), `cycle`, `commentary` (history,
+        with ids), `notice`, `reconnected`. `Last-Event-ID` resumes from the history."""
+        await service.require(name)
+        if last_event_id is not None and not STREAM_ID_RE.fullmatch(last_event_id):
+            raise FieldError("Last-Event-ID", "expected a history id like 1700000000000-0")
+        stream = EventStream(lookout, name, last_event_id)
+        return Stream(stream, media_type="text/event-stream", headers=NO_CACHE)
+
+    @get(
+        routes.MJPEG,
+        name="streams:mjpeg",
+        operation_id="streamMjpeg",
+        media_type=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
+        responses=errors(401, 404),
+    )
+    async def mjpeg(self, name: str, service: SourceService, lookout: AppState) -> Stream:
+        """Motion JPEG of the newest frames, at most DISPLAY_FPS (use in an <img>)."""
+        await service.require(name)
+        return Stream(
+            mjpeg_stream(lookout, name),
+            media_type=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
+            headers=NO_CACHE,
+        )
+
+    @get(
+        routes.FRAME,
+        name="streams:frame",
+        operation_id="getFrame",
+        media_type="image/jpeg",
+        responses=errors(401, 404, 503),
+    )
+    async def frame(self, name: str, service: SourceService, lookout: AppState) -> Response[bytes]:
+        """The newest JPEG frame of the source."""
+        await service.require(name)
+        frame = await lookout.newest_frame(name)
+        if frame is None:
+            raise ServiceUnavailable(
+                detail=f"no frame yet from source {name!r}", headers={"Retry-After": "1"}
+            )
+        headers = {**NO_CACHE, "X-Frame-Seq": str(frame.seq), "X-Frame-Ts": f"{frame.ts:.3f}"}
+        return Response(frame.jpeg, media_type="image/jpeg", headers=headers)
+
+    @get(
+        routes.AUDIO,
+        name="streams:audio",
+        operation_id="streamAudio",
+        media_type="audio/pcm",
+        responses=errors(401, 404),
+    )
+    async def audio(self, name: str, service: SourceService, lookout: AppState) -> Stream:
+        """Raw speech: 48 kHz mono s16le PCM, as spoken (`ffplay -f s16le -ar 48000 -ac 1`)."""
+        await service.require(name)
+        headers = {
+            **NO_CACHE,
+            "X-Audio-Format": "s16le",
+            "X-Audio-Sample-Rate": str(PCM_RATE),
+            "X-Audio-Channels": "1",
+        }
+        media = f"audio/pcm;rate={PCM_RATE};channels=1;format=s16le"
+        return Stream(audio_stream(lookout, name), media_type=media, headers=headers)
+
+    @websocket(routes.INGEST, name="streams:ingest", opt={"scope": CONTROL})
+    async def ingest(self, socket: WebSocket[Any, Any, Any], name: str, lookout: AppState) -> None:
+        """Binary messages, one JPEG each, become frames of source `name` (a webcam)."""
+        await ingest_frames(socket, lookout, name)

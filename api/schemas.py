@@ -1,0 +1,158 @@
+"""Request and response bodies of the API.
+
+Request bodies forbid unknown fields, so a typo is an error naming the field instead of a
+silently ignored value. Static limits live in the types; limits that come from settings
+(INSTRUCTION_MAX_CHARS) are checked by the service, which names the field too.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+SourceName = Annotated[
+    str, Meta(min_length=1, max_length=63, examples=["cam1"], description="Source name")
+]
+OptionValue = str | int | float | bool
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base of request bodies: unknown fields are rejected."""
+
+
+class InstructionIn(Request):
+    instruction: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=10_000,
+            examples=["Count the people and say what they carry."],
+            description="New instruction (at most INSTRUCTION_MAX_CHARS characters)",
+        ),
+    ]
+
+
+class SourceIn(Request):
+    name: SourceName
+    url: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=2048,
+            examples=["rtsp://camera.local:8554/stream", "samples/street.mp4"],
+            description="Video file path, http(s):// or rtsp:// URL, or a webcam device",
+        ),
+    ]
+    options: Annotated[
+        dict[str, OptionValue],
+        Meta(max_length=32, examples=[{"loop": True}], description="Capture options"),
+    ] = msgspec.field(default_factory=dict)
+
+
+class AskIn(Request):
+    question: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=10_000,
+            examples=["What colour is the car on the left?"],
+            description="One-off question about the current frames",
+        ),
+    ]
+
+
+class SourceOut(msgspec.Struct):
+    name: str
+    url: str
+    instruction: str
+    instruction_rev: int
+    created_at: float
+
+
+class SourcesOut(msgspec.Struct):
+    sources: list[SourceOut]
+
+
+class InstructionOut(msgspec.Struct):
+    source: str
+    instruction: str
+    rev: int
+
+
+class JobAccepted(msgspec.Struct):
+    job_id: str
+    link: str
+
+
+class JobOut(msgspec.Struct, omit_defaults=True):
+    job_id: str
+    source: str
+    question: str
+    status: Annotated[str, Meta(examples=["queued", "in_progress", "complete", "failed"])]
+    answer: str | None = None
+    error: str | None = None
+
+
+class SourceAdded(msgspec.Struct):
+    name: str
+    job_id: str
+
+
+class HistoryItem(msgspec.Struct):
+    id: str
+    cycle: str
+    status: str
+    kind: str
+    text: str
+    instruction: str
+    worker: str
+    started_at: float
+    duration_ms: float
+    latency_ms: float
+    tokens: int
+    question: str
+    job_id: str
+
+
+class HistoryOut(msgspec.Struct):
+    source: str
+    items: list[HistoryItem]
+
+
+class SourceStatus(msgspec.Struct):
+    name: str
+    producer: dict[str, object] | None
+    worker: str | None
+    worker_status: dict[str, str] | None
+    stats: dict[str, str]
+    tts: bool
+    last_commentary_at: float | None
+    viewers: int
+
+
+class StatusOut(msgspec.Struct):
+    sources: list[SourceStatus]
+    workers: dict[str, dict[str, str]]
+    viewers: int
+
+
+class ConfigOut(msgspec.Struct):
+    stream_delay_init: float
+    display_fps: float
+    auth_required: bool
+    instruction_max_chars: int
+    max_frame_bytes: int
+    sample_rate: int
+
+
+class HealthOut(msgspec.Struct):
+    status: str
+    redis: bool
+
+
+class ErrorOut(msgspec.Struct, omit_defaults=True):
+    error: str
+    status: int
+    field: str | None = None

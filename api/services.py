@@ -1,0 +1,245 @@
+"""What the API does, apart from HTTP: read and change sources, history, status, jobs.
+
+Controllers call these and translate nothing but HTTP. Start/stop of sources and one-off
+questions are the producers' and the worker's logic; they are imported on first use so the
+API still serves everything else (and answers 503) when such a module is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from types import ModuleType
+from typing import Any
+
+import msgspec
+
+from api.errors import (
+    Conflict,
+    FieldError,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+    UnknownSourceError,
+)
+from api.schemas import (
+    HistoryItem,
+    HistoryOut,
+    InstructionOut,
+    JobOut,
+    SourceOut,
+    SourcesOut,
+    SourceStatus,
+    StatusOut,
+)
+from api.state import AppState
+from shared.keys import SourceNameError, validate_source_name
+from shared.records import CommentaryRecord, RecordError
+
+STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+def optional_module(name: str) -> ModuleType:
+    """Import `name`, or answer 503 saying which part of Lookout is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ServiceUnavailable(
+            detail=f"this API build lacks {name} ({exc}); the route is not available"
+        ) from None
+
+
+def redacted(url: str) -> str:
+    """`url` without a password (camera URLs often carry credentials)."""
+    try:
+        return str(optional_module("producers.sources").redact_url(url))
+    except (ServiceUnavailable, ValueError):
+        return url.split("@", 1)[-1] if "@" in url else url
+
+
+def history_item(entry_id: bytes | str, fields: dict[bytes, bytes]) -> HistoryItem | None:
+    """One history stream entry as a response item; None if the entry is malformed."""
+    try:
+        record = CommentaryRecord.from_fields(fields)
+    except RecordError:
+        return None
+    return HistoryItem(
+        id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        cycle=record.cycle,
+        status=record.status,
+        kind=record.kind,
+        text=record.text,
+        instruction=record.instruction,
+        worker=record.worker,
+        started_at=record.started_at,
+        duration_ms=record.duration_ms,
+        latency_ms=record.latency_ms,
+        tokens=record.tokens,
+        question=record.question,
+        job_id=record.job_id,
+    )
+
+
+def _strs(raw: dict[Any, Any]) -> dict[str, str]:
+    def text(v: Any) -> str:
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+    return {text(k): text(v) for k, v in raw.items()}
+
+
+class SourceService:
+    """Sources, their instruction, history and status, for one request."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.redis = state.redis
+        self.keys = state.keys
+        self.settings = state.settings
+
+    async def require(self, name: str) -> str:
+        """`name` if it is a registered source, else 404."""
+        try:
+            validate_source_name(name)
+        except SourceNameError:
+            raise UnknownSourceError(name) from None
+        if not await self.state.registry.exists(name):
+            raise UnknownSourceError(name)
+        return name
+
+    async def list(self) -> SourcesOut:
+        out: list[SourceOut] = []
+        for name in await self.state.registry.names():
+            st = await self.state.registry.state(name)
+            if st is not None:
+                out.append(
+                    SourceOut(
+                        st.name,
+                        redacted(st.url),
+                        st.instruction,
+                        st.instruction_rev,
+                        st.created_at,
+                    )
+                )
+        return SourcesOut(out)
+
+    async def get(self, name: str) -> SourceOut:
+        st = await self.state.registry.state(await self.require(name))
+        if st is None:
+            raise UnknownSourceError(name)
+        return SourceOut(
+            st.name, redacted(st.url), st.instruction, st.instruction_rev, st.created_at
+        )
+
+    async def set_instruction(self, name: str, instruction: str) -> InstructionOut:
+        await self.require(name)
+        text = instruction.strip()
+        limit = self.settings.instruction_max_chars
+        if not text:
+            raise FieldError("instruction", "must not be empty")
+        if len(text) > limit:
+            raise FieldError("instruction", f"{len(text)} characters, at most {limit} allowed")
+        rev = await self.state.registry.set_instruction(name, text)
+        return InstructionOut(name, text, rev)
+
+    async def history(self, name: str, limit: int, before: str | None) -> HistoryOut:
+        """Newest `limit` commentaries (newest first), optionally older than id `before`."""
+        await self.require(name)
+        if before is not None and not STREAM_ID_RE.fullmatch(before):
+            raise FieldError("before", "expected a history id like 1700000000000-0")
+        top = f"({before}" if before else "+"
+        entries = await self.redis.xrevrange(self.keys.history(name), top, "-", count=limit)
+        items = [history_item(i, f) for i, f in entries]
+        return HistoryOut(name, [i for i in items if i is not None])
+
+    async def add(self, name: str, url: str, options: dict[str, Any]) -> str:
+        """Start capturing `url` as source `name`; returns the producer job id."""
+        control = optional_module("producers.control")
+        try:
+            validate_source_name(name)
+        except SourceNameError as exc:
+            raise FieldError("name", str(exc)) from None
+        sources = optional_module("producers.sources")
+        try:
+            parsed = msgspec.convert(options, sources.SourceOptions)
+        except (msgspec.ValidationError, ValueError) as exc:
+            raise FieldError("options", str(exc)) from None
+        try:
+            job_id = await control.start_source(self.redis, self.settings, name, url, parsed)
+        except control.SourceExists as exc:
+            raise Conflict(detail=str(exc) or f"source {name!r} already exists") from None
+        except SourceNameError as exc:
+            raise FieldError("name", str(exc)) from None
+        except ValueError as exc:
+            raise FieldError("url", str(exc)) from None
+        return str(job_id)
+
+    async def remove(self, name: str) -> None:
+        control = optional_module("producers.control")
+        try:
+            validate_source_name(name)
+            await control.stop_source(self.redis, self.settings, name)
+        except (SourceNameError, control.UnknownSource):
+            raise UnknownSourceError(name) from None
+
+    async def ask(self, name: str, question: str) -> str:
+        """Queue a one-off question about `name`; returns the job id (429 when full)."""
+        await self.require(name)
+        text = question.strip()
+        limit = self.settings.instruction_max_chars
+        if not text:
+            raise FieldError("question", "must not be empty")
+        if len(text) > limit:
+            raise FieldError("question", f"{len(text)} characters, at most {limit} allowed")
+        asks = optional_module("worker.asks")
+        try:
+            return str(await asks.enqueue_ask(self.redis, self.settings, name, text))
+        except asks.AskQueueFull as exc:
+            retry = max(1, int(round(float(getattr(exc, "retry_after", 5) or 5))))
+            raise TooManyRequests(
+                detail=f"too many questions queued; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
+            ) from None
+
+    async def job(self, job_id: str) -> JobOut:
+        asks = optional_module("worker.asks")
+        result = await asks.ask_status(self.redis, self.settings, job_id)
+        if result is None:
+            raise NotFound(detail=f"unknown job {job_id!r}")
+        fields = msgspec.structs.asdict(result) if isinstance(result, msgspec.Struct) else result
+        return msgspec.convert(fields, JobOut)
+
+    async def status(self) -> StatusOut:
+        """Producer, worker, speech and viewers of every source."""
+        workers = await self._workers()
+        sources = [await self._source_status(n, workers) for n in await self.state.registry.names()]
+        return StatusOut(sources, workers, self.state.viewers())
+
+    async def _workers(self) -> dict[str, dict[str, str]]:
+        workers: dict[str, dict[str, str]] = {}
+        head = self.keys.worker_status("")
+        async for key in self.redis.scan_iter(match=self.keys.worker_pattern, count=100):
+            name = key.decode() if isinstance(key, bytes) else str(key)
+            raw = await self.redis.hgetall(name)  # type: ignore[misc]
+            if raw:
+                workers[name[len(head) :]] = _strs(raw)
+        return workers
+
+    async def _source_status(self, name: str, workers: dict[str, dict[str, str]]) -> SourceStatus:
+        producer: dict[str, object] | None = None
+        try:
+            status_mod = optional_module("producers.status")
+            producer = await status_mod.read_producer_status(self.redis, self.settings, name)
+        except ServiceUnavailable:
+            raw = await self.redis.hgetall(self.keys.producer_status(name))  # type: ignore[misc]
+            producer = dict(_strs(raw)) if raw else None
+        lease = await self.redis.get(self.keys.lease(name))
+        worker = lease.decode() if isinstance(lease, bytes) else lease
+        stats = _strs(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]
+        worker_status = workers.get(worker) if worker else None
+        tts_flag = (worker_status or {}).get("tts", "")
+        tts = tts_flag.lower() in ("1", "true", "on") if tts_flag else self.settings.enable_tts
+        newest = await self.redis.xrevrange(self.keys.history(name), count=1)
+        last = int(newest[0][0].split(b"-")[0]) / 1000 if newest else None
+        return SourceStatus(
+            name, producer, worker, worker_status, stats, tts, last, self.state.viewers(name)
+        )
