@@ -45,6 +45,15 @@ class Keys:
         """HASH written by the producer capturing this source. TTL HEARTBEAT_TTL, renewed each beat."""
         return f"{self.prefix}:src:{source}:producer"
 
+    def producer_claim(self, source: str) -> str:
+        """STRING: `supervisor-id job-id` capturing this source. TTL CLAIM_TTL, renewed by its owner."""
+        return f"{self.prefix}:src:{source}:claim"
+
+    @property
+    def producer_desired(self) -> str:
+        """HASH source -> JSON spec (url, options, job id) of sources supervisors keep running. No TTL."""
+        return f"{self.prefix}:producers:desired"
+
     def lease(self, source: str) -> str:
         """STRING: id of the worker commenting on this source. TTL LEASE_TTL, renewed by its owner."""
         return f"{self.prefix}:src:{source}:lease"

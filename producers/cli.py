@@ -1,0 +1,100 @@
+"""`lookout producer`: capture one source (`--source NAME --url URL`) or supervise many.
+
+Exit codes: 0 stopped by a signal or a file played once (`--once`) ended; 1 the source cannot
+be captured (e.g. an unreadable file); 2 a bad name or URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", metavar="NAME", help="source name (letters, digits, - and _)")
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help="video file path, rtsp://..., http://... (MJPEG), /dev/videoN or a device index",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="play a video file once and exit (no looping)"
+    )
+    parser.add_argument(
+        "--supervise",
+        action="store_true",
+        help="run as a supervisor: capture the sources started through the API",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate the arguments, then run the capture or the supervisor until stopped."""
+    if args.supervise:
+        if args.source or args.url:
+            print("lookout producer: --supervise takes no --source/--url", file=sys.stderr)
+            return 2
+        return asyncio.run(_supervise(settings))
+    if not args.source or not args.url:
+        print("lookout producer: give --source NAME and --url URL, or --supervise", file=sys.stderr)
+        return 2
+    from producers.sources import SourceUrlError, parse_source_url
+    from shared.keys import SourceNameError, validate_source_name
+
+    try:
+        validate_source_name(args.source)
+        parse_source_url(args.url)
+    except (SourceNameError, SourceUrlError) as exc:
+        print(f"lookout producer: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_capture(settings, args.source, args.url, once=args.once))
+
+
+async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> int:
+    from producers.capture import Capture, CaptureFailed
+    from producers.sources import SourceOptions
+    from shared.bus import connect_redis
+
+    redis = connect_redis(settings.redis_url)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    capture = Capture(
+        redis, settings, name, url, SourceOptions(loop=False) if once else None, stop=stop
+    )
+    try:
+        ended = await capture.run()
+    except CaptureFailed as exc:
+        print(f"lookout producer: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+    log.info("%s: %s after %d frames", name, ended, capture.publisher.last_seq)
+    return 0
+
+
+async def _supervise(settings: Settings) -> int:
+    from arq.connections import ArqRedis
+
+    from producers.supervisor import Supervisor
+    from shared.bus import connect_redis
+
+    redis = connect_redis(settings.redis_url)
+    arq_redis = ArqRedis(redis.connection_pool)
+    try:
+        await Supervisor(arq_redis, settings).run()
+    finally:
+        await arq_redis.aclose()
+        await redis.aclose()
+    return 0
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,143 @@
+"""Starting and stopping supervised sources: what the API calls for POST/DELETE /api/sources.
+
+The truth is the "desired sources" hash (`Keys.producer_desired`): name -> `DesiredSource`
+(url, options, and the id of the arq job meant to capture it). Starting a source writes it
+there and enqueues that job on `Keys.producer_queue`; stopping removes it and aborts the job.
+Supervisors run the jobs and take over sources whose claim lapsed (producers/supervisor.py).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import msgspec
+import redis.asyncio as aioredis
+from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss
+
+from producers.sources import SourceOptions, parse_source_url
+from producers.status import read_producer_status
+from shared.keys import Keys, validate_source_name
+from shared.settings import Settings
+
+CAPTURE_JOB = "capture_source"
+ACTIVE_STATES = ("connecting", "live", "reconnecting")
+
+
+class SourceExists(Exception):
+    """The source is already running or wanted (HTTP 409)."""
+
+
+class UnknownSource(Exception):
+    """No supervised source by that name (HTTP 404)."""
+
+
+class DesiredSource(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of the desired-sources hash."""
+
+    name: str
+    url: str
+    options: SourceOptions = msgspec.field(default_factory=SourceOptions)
+    job_id: str = ""
+    created_at: float = 0.0
+
+
+def encode_desired(entry: DesiredSource) -> bytes:
+    return msgspec.json.encode(entry)
+
+
+def decode_desired(raw: bytes | str) -> DesiredSource | None:
+    """The entry in `raw`, or None if it is not a valid one (a hand-edited or older record)."""
+    try:
+        return msgspec.json.decode(raw, type=DesiredSource)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        return None
+
+
+def new_job_id(name: str) -> str:
+    """A fresh capture job id; unique, so a source can be started again after a stop."""
+    return f"capture:{name}:{uuid.uuid4().hex[:12]}"
+
+
+def arq_client(redis: aioredis.Redis, settings: Settings) -> ArqRedis:
+    """An arq client sharing `redis`'s connection pool (which must not decode responses)."""
+    return ArqRedis(
+        redis.connection_pool, default_queue_name=Keys(settings.key_prefix).producer_queue
+    )
+
+
+async def enqueue_capture(
+    redis: aioredis.Redis, settings: Settings, name: str, job_id: str
+) -> None:
+    """Put the capture job of `name` on the producer queue."""
+    await arq_client(redis, settings).enqueue_job(CAPTURE_JOB, name, _job_id=job_id)
+
+
+async def start_source(
+    redis: aioredis.Redis,
+    settings: Settings,
+    name: str,
+    url: str,
+    options: SourceOptions | None = None,
+) -> str:
+    """Ask the supervisors to capture `url` as source `name`; returns the capture job id.
+
+    Raises SourceNameError (bad name), SourceUrlError (bad or unsupported URL), SourceExists
+    (already wanted, or captured by a standalone producer).
+    """
+    validate_source_name(name)
+    parse_source_url(url)
+    keys = Keys(settings.key_prefix)
+    status = await read_producer_status(redis, settings, name)
+    if status is not None and status.get("state") in ACTIVE_STATES:
+        raise SourceExists(
+            f"source {name!r} is already captured (producer pid {status.get('pid')} "
+            f"on {status.get('host')}, {status.get('state')})"
+        )
+    job_id = new_job_id(name)
+    entry = DesiredSource(
+        name=name,
+        url=url,
+        options=options or SourceOptions(),
+        job_id=job_id,
+        created_at=time.time(),
+    )
+    if not await redis.hsetnx(keys.producer_desired, name, encode_desired(entry).decode()):  # type: ignore[misc]
+        raise SourceExists(f"source {name!r} is already running")
+    # A pending claim keeps supervisors from starting a second job before this one is picked up.
+    await redis.set(
+        keys.producer_claim(name), f"pending {job_id}", nx=True, px=pending_claim_ms(settings)
+    )
+    await enqueue_capture(redis, settings, name, job_id)
+    return job_id
+
+
+def pending_claim_ms(settings: Settings) -> int:
+    """How long a queued capture job may wait to be picked up before supervisors re-enqueue."""
+    return int(settings.claim_ttl * 3000)
+
+
+async def stop_source(redis: aioredis.Redis, settings: Settings, name: str) -> None:
+    """Stop capturing `name`: forget it and abort its job. Raises UnknownSource."""
+    keys = Keys(settings.key_prefix)
+    raw = await redis.hget(keys.producer_desired, name)  # type: ignore[misc]
+    if raw is None or not await redis.hdel(keys.producer_desired, name):  # type: ignore[misc]
+        raise UnknownSource(f"no running source named {name!r}")
+    entry = decode_desired(raw)
+    if entry is not None and entry.job_id:
+        # The capture also notices the missing entry within a second; the abort is quicker.
+        await redis.zadd(abort_jobs_ss, {entry.job_id: int(time.time() * 1000)})
+
+
+async def list_desired(redis: aioredis.Redis, settings: Settings) -> list[DesiredSource]:
+    """Every source the supervisors are asked to keep running, sorted by name."""
+    raw = await redis.hgetall(Keys(settings.key_prefix).producer_desired)  # type: ignore[misc]
+    entries = [decode_desired(value) for value in raw.values()]
+    return sorted((e for e in entries if e is not None), key=lambda e: e.name)
+
+
+async def get_desired(redis: aioredis.Redis, settings: Settings, name: str) -> DesiredSource | None:
+    """The desired entry of `name`, or None."""
+    raw = await redis.hget(Keys(settings.key_prefix).producer_desired, name)  # type: ignore[misc]
+    return None if raw is None else decode_desired(raw)
