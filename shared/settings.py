@@ -19,6 +19,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENGINES = ("cpu", "minicpmo", "transformers")
+ENGINE_DEVICES = ("auto", "cuda", "cpu")
 RTSP_TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -159,6 +160,16 @@ class Settings:
     open_timeout: float = _var(
         10.0, "Seconds allowed to open a network source", "capture", lo=0.5, hi=120
     )
+    claim_ttl: float = _var(
+        5.0,
+        "Seconds a producer supervisor's claim on a source lives without renewal (takeover time)",
+        "capture",
+        lo=1,
+        hi=300,
+    )
+    max_sources_per_supervisor: int = _var(
+        64, "Most sources one producer supervisor captures at once", "capture", lo=1, hi=10_000
+    )
 
     # --- Inference (worker) ---
     engine: str = _var("cpu", "Commentary engine", "inference", choices=ENGINES)
@@ -212,6 +223,22 @@ class Settings:
     )
     compile_decode: bool = _var(
         True, "GPU engines compile a static-cache decode step at load", "inference"
+    )
+    decode_max_len: int = _var(
+        2048,
+        "Prompt plus answer tokens the GPU engines' static KV cache holds (longer: generate())",
+        "inference",
+        lo=256,
+        hi=32_768,
+    )
+    decode_temperature: float = _var(
+        0.7, "Sampling temperature of the GPU engines (0: greedy)", "inference", lo=0, hi=2
+    )
+    engine_device: str = _var(
+        "auto",
+        "Device of the transformers engine (auto: cuda when present; minicpmo needs cuda)",
+        "inference",
+        choices=ENGINE_DEVICES,
     )
 
     # --- Speech ---
