@@ -1,0 +1,94 @@
+"""The embedded default engine (`ENGINE=cpu`): OpenCV measurements in words, no model download.
+
+Per window it measures motion, scene change, light, colours, people and faces
+(`cpu_analysis`), writes 2-4 short sentences led by what the instruction asks about
+(`cpu_words`), and yields one chunk per sentence, spoken by espeak-ng when asked (`cpu_speech`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import cv2
+
+from shared.settings import Settings
+from worker.engines.base import Chunk, Engine, EngineError, EngineInfo, EngineRequest
+from worker.engines.cpu_analysis import Detectors, Measures, analyse
+from worker.engines.cpu_speech import find_espeak, speak
+from worker.engines.cpu_words import compose
+
+log = logging.getLogger(__name__)
+
+
+class CpuEngine(Engine):
+    """Honest frame analysis with OpenCV; speech through espeak-ng when ENABLE_TTS is on."""
+
+    name = "cpu"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._detectors: Detectors | None = None
+        self._espeak: str | None = None
+        self._info = EngineInfo(engine=self.name, device="cpu")
+
+    def load(self) -> EngineInfo:
+        """Load the face cascade and HOG detector; with TTS on, check espeak-ng and the voice."""
+        started = time.perf_counter()
+        if self.settings.enable_tts:
+            self._espeak = find_espeak()
+            # Speak one word now, so a bad ESPEAK_VOICE stops the worker at start, not later.
+            speak("ready", self.settings.espeak_voice, self._espeak)
+        if self._detectors is None:
+            self._detectors = Detectors()
+        self._info = EngineInfo(
+            engine=self.name,
+            checkpoint=f"opencv {cv2.__version__}",
+            device="cpu",
+            load_seconds=time.perf_counter() - started,
+            # "tts" is on/off like the other engines' (the API reads it); the voice apart.
+            extra={
+                "tts": "on" if self._espeak else "off",
+                "tts_voice": f"espeak-ng:{self.settings.espeak_voice}" if self._espeak else "",
+            },
+        )
+        log.info("CPU engine ready (tts %s)", self._info.extra["tts"])
+        return self._info
+
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def measure(self, request: EngineRequest) -> Measures:
+        """The measurements behind a commentary, for callers that want numbers, not words."""
+        if self._detectors is None:
+            raise EngineError("the CPU engine is not loaded; call load() first")
+        return analyse([frame.image for frame in request.frames], self._detectors)
+
+    def stream(self, request: EngineRequest, cancel: threading.Event) -> Iterator[Chunk]:
+        """One chunk per sentence; stops between sentences once `cancel` is set."""
+        if cancel.is_set():
+            return
+        measures = self.measure(request)
+        sentences = compose(
+            measures,
+            request.instruction,
+            request.context,
+            request.kind,
+            request.max_new_tokens,
+        )
+        executable = self._speech_executable() if request.speak else None
+        for n, sentence in enumerate(sentences):
+            if cancel.is_set():
+                return
+            pcm = speak(sentence, self.settings.espeak_voice, executable) if executable else None
+            # A space between sentences, so the chunks join into the whole commentary.
+            text = sentence if n == len(sentences) - 1 else sentence + " "
+            yield Chunk(text=text, pcm=pcm)
+
+    def _speech_executable(self) -> str:
+        # A worker loaded with TTS off may still get a spoken request: check espeak-ng then.
+        if self._espeak is None:
+            self._espeak = find_espeak()
+        return self._espeak

@@ -1,0 +1,107 @@
+"""Runs the blocking engine in one thread and hands its chunks to the event loop.
+
+There is one engine per worker and one GPU under it, so every model call (commentary or
+one-off answer) goes through `EngineRunner.stream`, which holds an asyncio lock for the
+whole call: two calls never overlap. The lock is FIFO, so an ask that waits for the lock
+runs right after the current cycle, before the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncGenerator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from worker.engines.base import Chunk, Engine, EngineInfo, EngineRequest
+
+log = logging.getLogger(__name__)
+
+
+class EngineFailure(RuntimeError):
+    """The engine raised while streaming; the message names the original error."""
+
+
+@dataclass(frozen=True)
+class _End:
+    error: BaseException | None
+
+
+class EngineRunner:
+    """Owns the engine, its thread and the lock that keeps model calls one at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._lock = asyncio.Lock()
+        self.info = EngineInfo(engine=engine.name)
+
+    async def load(self) -> EngineInfo:
+        """Load the engine in its thread (it blocks for as long as weights take)."""
+        loop = asyncio.get_running_loop()
+        self.info = await loop.run_in_executor(self._executor, self.engine.load)
+        return self.info
+
+    async def stream(
+        self, request: EngineRequest, cancel: threading.Event
+    ) -> AsyncGenerator[Chunk, None]:
+        """Chunks of `request` as the engine yields them; set `cancel` to stop it.
+
+        Leaving the iteration early (break, exception, task cancellation) sets `cancel` and
+        waits for the thread to let go of the engine, so the next call starts on an idle one.
+        """
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[Chunk | _End] = asyncio.Queue()
+
+            def put(item: Chunk | _End) -> None:
+                try:
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+                except RuntimeError:  # the loop closed under us at shutdown
+                    cancel.set()
+
+            def produce() -> None:
+                try:
+                    for chunk in self.engine.stream(request, cancel):
+                        put(chunk)
+                        if cancel.is_set():
+                            break
+                except BaseException as exc:  # handed to the loop, which re-raises it
+                    put(_End(exc))
+                    return
+                put(_End(None))
+
+            future = loop.run_in_executor(self._executor, produce)
+            ended = False
+            try:
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, _End):
+                        ended = True
+                        if item.error is not None:
+                            error = item.error
+                            raise EngineFailure(f"{type(error).__name__}: {error}") from error
+                        return
+                    yield item
+            finally:
+                if not ended:
+                    cancel.set()  # the caller left early: stop the engine at its next chunk
+                # Shielded: even a cancelled caller waits (briefly) for the engine to stop.
+                await asyncio.shield(future)
+
+    def engine_info(self) -> EngineInfo:
+        """The engine's current info (VRAM may change), or what load returned."""
+        try:
+            return self.engine.info()
+        except Exception as exc:  # status must not die of an engine's info()
+            log.warning("engine info failed: %s", exc)
+            return self.info
+
+    def close(self) -> None:
+        """Close the engine and stop its thread."""
+        try:
+            self.engine.close()
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)

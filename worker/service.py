@@ -1,0 +1,284 @@
+"""The worker process: leases, frames, steering, the commentary loop and asks, on one loop.
+
+`run_worker(settings, engine, stop=...)` runs it in-process (tests inject a scripted engine);
+`lookout worker` runs it as a process with the engine named by ENGINE. Concurrent tasks:
+lease keeping, heartbeat, frame reading, the control subscription, arq's ask worker and the
+commentary loop. Only the last two call the engine, through one FIFO lock (runner.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from shared.bus import REDIS_ERRORS, Subscription, connect_redis
+from shared.keys import Keys
+from shared.messages import InstructionChanged
+from shared.settings import Settings
+from shared.sources import SourceRegistry
+from worker import status
+from worker.asks import AskHandler, run_ask_worker
+from worker.cycle import CycleRunner
+from worker.engines.base import Engine, WindowFrame
+from worker.frames import FrameReader, current_buffer
+from worker.leases import Leases
+from worker.runner import EngineRunner
+from worker.scheduler import Scheduler, SourceSlot, bounded_context
+from worker.sharing import LeaseKeeper
+from worker.windows import Sample
+
+log = logging.getLogger(__name__)
+
+
+async def wait_for(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; True if it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
+    return event.is_set()
+
+
+class CommentaryWorker:
+    """One worker: the sources it leases, its engine, and the loops around them."""
+
+    def __init__(self, settings: Settings, engine: Engine, worker_id: str) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.keys = Keys(settings.key_prefix)
+        self.redis = connect_redis(settings.redis_url)
+        self.scheduler = Scheduler(settings)
+        self.runner = EngineRunner(engine)
+        self.cycles = CycleRunner(self.redis, self.keys, settings, self.runner, worker_id)
+        self.registry = SourceRegistry(self.redis, self.keys, settings.default_instruction)
+        self.leases = Leases(self.redis, self.keys, worker_id, settings.lease_ttl)
+        self.keeper = LeaseKeeper(self, self.leases, settings.max_sources_per_worker)
+        self.frames = FrameReader(self.redis, self.keys, settings, self.scheduler)
+        self.asks = AskHandler(self.cycles, self.window_for, settings)
+        self.cycle_count = 0
+        self.started_at = time.time()
+        self.serving: SourceSlot | None = None
+
+    # --- what the lease keeper calls ---
+    def gain(self, source: str) -> None:
+        log.info("%s: now commenting on %s", self.worker_id, source)
+        self.scheduler.add(source)
+
+    def lose(self, source: str, reason: str) -> None:
+        log.info("%s: stopped commenting on %s (%s)", self.worker_id, source, reason)
+        self.scheduler.remove(source, reason)
+
+    async def window_for(self, source: str) -> Sequence[WindowFrame]:
+        """The current window of `source`: ours if we hold it, else from its frames stream."""
+        slot = self.scheduler.slots.get(source)
+        window = slot.buffer.window() if slot is not None else []
+        if not window:
+            window = (await current_buffer(self.redis, self.keys, self.settings, source)).window()
+        return [s.frame for s in window]
+
+    # --- steering ---
+    def on_instruction(
+        self, channel: str, message: InstructionChanged, authoritative: bool = False
+    ) -> None:
+        """Apply a new instruction at once; a running commentary of that source is cut off."""
+        source = self.keys.source_from_channel(channel)
+        if message.source != source:
+            log.warning("ignored an instruction for %r on %s", message.source, channel)
+            return
+        slot = self.scheduler.slots.get(source)
+        if slot is None or not slot.apply_instruction(
+            message.instruction, message.rev, authoritative
+        ):
+            return
+        if slot.cancel is not None:
+            slot.cancel_reason = "instruction changed"
+            slot.cancel.set()
+        self.scheduler.wake.set()
+
+    async def _resync_instructions(self) -> None:
+        # Pub/sub lost what was published during an outage; the state hash has it.
+        for name, slot in list(self.scheduler.slots.items()):
+            state = await self.registry.state(name)
+            if state is not None:
+                self.on_instruction(
+                    self.keys.control_channel(name),
+                    InstructionChanged(
+                        source=name, instruction=state.instruction, rev=state.instruction_rev
+                    ),
+                    authoritative=True,
+                )
+            elif slot.cancel is not None:
+                slot.cancel.set()
+
+    async def _control_loop(self) -> None:
+        sub = Subscription(
+            self.settings.redis_url,
+            patterns=[self.keys.control_pattern],
+            on_reconnect=self._resync_instructions,
+        )
+        async for channel, message in sub.messages():
+            if isinstance(message, InstructionChanged):
+                self.on_instruction(channel, message)
+            else:
+                log.warning("ignored a %s message on %s", type(message).__name__, channel)
+
+    # --- the commentary loop ---
+    async def _commentary_loop(self, stop: asyncio.Event) -> None:
+        delay = 0.2
+        while not stop.is_set():
+            self.scheduler.wake.clear()
+            slot = self.scheduler.pick()
+            if slot is None:
+                timeout = self.scheduler.seconds_to_next_due()
+                await wait_for(self.scheduler.wake, 1.0 if timeout is None else max(timeout, 0.01))
+                continue
+            try:
+                await self._serve(slot)
+                delay = 0.2
+            except REDIS_ERRORS as exc:
+                log.warning("cycle of %s lost Redis (%s); retrying in %.1fs", slot.name, exc, delay)
+                await wait_for(stop, delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _serve(self, slot: SourceSlot) -> None:
+        s = self.settings
+        slot.last_served = time.monotonic()
+        state = await self.registry.state(slot.name)
+        if state is None:
+            await self.keeper.drop(slot.name, "source removed")
+            return
+        slot.apply_instruction(state.instruction, state.instruction_rev, authoritative=True)
+        window = slot.buffer.window()
+        slot.judged_seq = slot.buffer.newest_seq
+        forced, slot.force = slot.force, False
+        if not window:
+            return
+        if not forced and await self._skip(slot, window):
+            return
+        if not await self.leases.renew(slot.name):
+            await self.keeper.drop(slot.name, "lease lost")
+            return
+        cancel = threading.Event()
+        slot.cancel, slot.cancel_reason = cancel, ""
+        self.serving = slot
+        context = (
+            bounded_context(slot.context, s.context_max_chars) if s.context_commentaries else []
+        )
+        try:
+            outcome = await self.cycles.run(
+                slot.name, [w.frame for w in window], slot.instruction, context, cancel
+            )
+        finally:
+            slot.cancel, self.serving = None, None
+        self.cycle_count += 1
+        slot.detector.commented(window)
+        if outcome.status == "finished":
+            slot.remember(outcome.text, s.context_commentaries)
+            slot.last_commentary_wall = time.time()
+        stat: status.StatName = "cycles" if outcome.status == "finished" else outcome.status
+        await status.count(
+            self.redis, self.keys, slot.name, self.worker_id, stat, outcome.latency_ms
+        )
+        pause = outcome.audio_seconds + (s.tts_pause_after if outcome.audio_seconds else 0.0)
+        slot.next_due = time.monotonic() + s.inference_interval + pause
+
+    async def _skip(self, slot: SourceSlot, window: list[Sample]) -> bool:
+        """Skip (and say why) when the scene barely changed since the last commentary."""
+        s = self.settings
+        change = slot.detector.change(window)
+        if change is None or change >= s.change_threshold:
+            return False
+        idle = s.idle_commentary_interval
+        if idle > 0 and time.time() - slot.last_commentary_wall >= idle:
+            return False  # the periodic "still nothing new"
+        slot.next_due = time.monotonic() + s.inference_interval
+        reason = f"scene changed {change:.2f} < CHANGE_THRESHOLD {s.change_threshold:g} since the last commentary"
+        await self.cycles.skipped(slot.name, reason)
+        await status.count(self.redis, self.keys, slot.name, self.worker_id, "skipped")
+        return True
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        period = min(self.settings.heartbeat_ttl, self.settings.lease_ttl) / 3
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except REDIS_ERRORS as exc:
+                log.warning("heartbeat failed: %s", exc)
+            await wait_for(stop, period)
+
+    async def beat(self) -> None:
+        await status.beat(
+            self.redis,
+            self.keys,
+            self.worker_id,
+            self.runner.engine_info(),
+            self.scheduler.slots,
+            self.cycle_count,
+            self.started_at,
+            self.settings.heartbeat_ttl,
+        )
+
+    # --- lifetime ---
+    async def run(self, stop: asyncio.Event, grace: float) -> None:
+        """Load the engine, serve until `stop`, then shut down within about `grace` s."""
+        await self.runner.load()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.beat()  # before taking leases, so other workers count us at once
+        loop_task = asyncio.create_task(self._commentary_loop(stop))
+        helpers = [
+            asyncio.create_task(self._control_loop()),
+            asyncio.create_task(self.frames.run(stop)),
+            asyncio.create_task(self.keeper.run(stop)),
+            asyncio.create_task(self._heartbeat_loop(stop)),
+        ]
+        asks = asyncio.create_task(run_ask_worker(self.settings, self.asks, stop, grace))
+        try:
+            await stop.wait()
+        except asyncio.CancelledError:
+            # An abrupt stop, like a crash: no lease is released, they expire by LEASE_TTL.
+            for task in [loop_task, asks, *helpers]:
+                task.cancel()
+            await asyncio.gather(loop_task, asks, *helpers, return_exceptions=True)
+            await self.redis.aclose()
+            self.runner.close()
+            raise
+        await self._shutdown(loop_task, helpers, asks, grace)
+
+    async def _shutdown(
+        self,
+        loop_task: asyncio.Task[None],
+        helpers: list[asyncio.Task[None]],
+        asks: asyncio.Task[None],
+        grace: float,
+    ) -> None:
+        self.scheduler.wake.set()  # an idle commentary loop sees `stop` at once
+        await asyncio.wait({loop_task}, timeout=grace)
+        if not loop_task.done() and self.serving is not None and self.serving.cancel is not None:
+            self.serving.cancel_reason = "worker stopping"
+            self.serving.cancel.set()  # publishes it as interrupted
+            await asyncio.wait({loop_task}, timeout=2.0)
+        await asyncio.wait({asks}, timeout=grace + 1)
+        for task in [loop_task, asks, *helpers]:
+            task.cancel()
+        await asyncio.gather(loop_task, asks, *helpers, return_exceptions=True)
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.keeper.release_all()
+            await status.remove_heartbeat(self.redis, self.keys, self.worker_id)
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.redis.aclose()
+        self.runner.close()
+
+
+async def run_worker(
+    settings: Settings,
+    engine: Engine,
+    *,
+    stop: asyncio.Event,
+    worker_id: str | None = None,
+    grace: float = 5.0,
+) -> None:
+    """Comment on sources with `engine` until `stop` is set (then release leases and exit)."""
+    wid = worker_id or settings.worker_id or status.default_worker_id()
+    await CommentaryWorker(settings, engine, wid).run(stop, grace)

@@ -1,0 +1,94 @@
+"""The worker's heartbeat and the per-source cycle statistics it keeps in Redis.
+
+Heartbeat: `Keys.worker_status(worker_id)`, a HASH with the engine's fields, pid, host,
+sources held, cycle count and `beat_ts`, expiring after HEARTBEAT_TTL unless renewed.
+Other workers count live ones from `beat_ts` to share sources (leases.py).
+
+Statistics: `Keys.worker_stats(source)`, a HASH (no TTL) with counters cycles, skipped,
+interrupted, failed, answers; last_latency_ms, mean_latency_ms (over latency_count
+measurements, sum in latency_sum_ms), last_commentary_ts and the worker that wrote last.
+Counters are HINCRBY, so they keep counting when another worker takes the source over.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterable
+from typing import Literal
+
+import redis.asyncio as aioredis
+
+from shared.keys import Keys
+from worker.engines.base import EngineInfo
+
+StatName = Literal["cycles", "skipped", "interrupted", "failed", "answers"]
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def beat(
+    redis: aioredis.Redis,
+    keys: Keys,
+    worker_id: str,
+    info: EngineInfo,
+    sources: Iterable[str],
+    cycles: int,
+    started_at: float,
+    ttl: float,
+) -> None:
+    """Write the heartbeat hash and renew its TTL."""
+    key = keys.worker_status(worker_id)
+    fields = {
+        **info.as_fields(),
+        "worker": worker_id,
+        "pid": str(os.getpid()),
+        "host": socket.gethostname(),
+        "sources": ",".join(sorted(sources)),
+        "cycles": str(cycles),
+        "started_at": f"{started_at:.3f}",
+        "beat_ts": f"{time.time():.3f}",
+    }
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(key)  # drop fields of sources no longer held
+        pipe.hset(key, mapping=fields)
+        pipe.pexpire(key, int(ttl * 1000))
+        await pipe.execute()
+
+
+async def remove_heartbeat(redis: aioredis.Redis, keys: Keys, worker_id: str) -> None:
+    await redis.delete(keys.worker_status(worker_id))
+
+
+async def count(
+    redis: aioredis.Redis,
+    keys: Keys,
+    source: str,
+    worker_id: str,
+    stat: StatName,
+    latency_ms: float | None = None,
+) -> None:
+    """Add one to `stat` of `source`; with a latency, update last and mean latency too."""
+    key = keys.worker_stats(source)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hincrby(key, stat, 1)
+        pipe.hset(key, "worker", worker_id)
+        if stat in ("cycles", "interrupted"):
+            pipe.hset(key, "last_commentary_ts", f"{time.time():.3f}")
+        if latency_ms is not None:
+            pipe.hset(key, "last_latency_ms", f"{latency_ms:.1f}")
+            pipe.hincrbyfloat(key, "latency_sum_ms", latency_ms)
+            pipe.hincrby(key, "latency_count", 1)
+        results = await pipe.execute()
+    if latency_ms is not None:
+        total, n = float(results[-2]), int(results[-1])
+        await redis.hset(key, "mean_latency_ms", f"{total / max(n, 1):.1f}")  # type: ignore[misc]
+
+
+async def read_stats(redis: aioredis.Redis, keys: Keys, source: str) -> dict[str, str]:
+    """The statistics hash of `source` as text (empty if none yet)."""
+    raw = await redis.hgetall(keys.worker_stats(source))  # type: ignore[misc]
+    return {k.decode(): v.decode() for k, v in raw.items()}
