@@ -19,8 +19,9 @@ class RecordError(ValueError):
 
 
 def _get(fields: Fields, name: str) -> bytes | str | None:
-    value = fields.get(name.encode()) if name.encode() in fields else fields.get(name)
-    return value
+    raw: Mapping[Any, Any] = fields
+    value = raw.get(name.encode(), raw.get(name))
+    return value if value is None or isinstance(value, bytes) else str(value)
 
 
 def _text(fields: Fields, name: str, default: str | None = None) -> str:

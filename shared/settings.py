@@ -314,19 +314,19 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
         raise SettingsError(f"{name}={raw!r}: expected true or false")
     if kind in (int, float):
         try:
-            value = kind(raw)
+            number = kind(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r}: expected a {kind.__name__}") from None
-        _check_range(name, value, meta)
-        return value
-    value = raw.strip()
+        _check_range(name, number, meta)
+        return number
+    text = raw.strip()
     if meta["choices"] is not None:
         # Case-insensitive match, stored in the spelling of the allowed list.
-        matches = [c for c in meta["choices"] if c.lower() == value.lower()]
+        matches = [c for c in meta["choices"] if c.lower() == text.lower()]
         if not matches:
             raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(meta['choices'])}")
         return matches[0]
-    return value
+    return text
 
 
 def _check_range(name: str, value: float, meta: Mapping[str, Any]) -> None:

@@ -21,7 +21,11 @@ def test_env_example_names_every_variable_and_its_defaults_load(tmp_path: object
         assert f"# {env_name(f)}=" in text
     # Uncommented, the example is a valid .env that yields the defaults (secrets left empty).
     env_file = Path(str(tmp_path)) / ".env"
-    env_file.write_text("\n".join(line[2:] for line in text.splitlines() if "=" in line and not line.startswith("# ---")))
+    env_file.write_text(
+        "\n".join(
+            line[2:] for line in text.splitlines() if "=" in line and not line.startswith("# ---")
+        )
+    )
     values = read_env_file(env_file)
     assert set(values) == {env_name(f) for f in settings_fields()}
     assert load_settings({}, env_file=env_file) == load_settings({}, env_file=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgpack
@@ -22,13 +23,17 @@ async def test_tail_prints_decoded_messages_and_skips_malformed(
         deadline = time.monotonic() + 20
         while not sync.pubsub_numsub(keys.text_channel("cam"))[0][1]:
             assert time.monotonic() < deadline, tail.log()
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         publisher = SourcePublisher(redis_client, keys, "cam")
         await redis_client.publish(keys.text_channel("cam"), b"\xc1 not msgpack")
-        await redis_client.publish(keys.text_channel("cam"), msgpack.packb({"type": "text", "v": 7}))
+        await redis_client.publish(
+            keys.text_channel("cam"), msgpack.packb({"type": "text", "v": 7})
+        )
         await publisher.text(TextChunk(source="cam", cycle="c1", seq=0, text="A red ball."))
         await publisher.audio(AudioChunk(source="cam", cycle="c1", seq=0, pcm=b"\x00\x00" * 4800))
-        await publisher.event(CycleEvent(source="cam", cycle="c1", event="first_chunk", latency_ms=412.5))
+        await publisher.event(
+            CycleEvent(source="cam", cycle="c1", event="first_chunk", latency_ms=412.5)
+        )
         assert tail.proc.wait(20) == 0
     finally:
         tail.stop()

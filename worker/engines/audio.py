@@ -30,7 +30,7 @@ def to_pcm48k(samples: npt.NDArray[np.floating] | npt.NDArray[np.int16], rate: i
         common = gcd(rate, PCM_SAMPLE_RATE)
         floats = resample_poly(floats, PCM_SAMPLE_RATE // common, rate // common).astype(np.float32)
     clipped = np.clip(floats, -1.0, 1.0)
-    return (clipped * 32767.0).round().astype("<i2").tobytes()
+    return bytes((clipped * 32767.0).round().astype("<i2").tobytes())
 
 
 def silence(seconds: float) -> bytes:
