@@ -1,0 +1,195 @@
+"""ENGINE=minicpmo: MiniCPM-o 4.5 (BF16 or AWQ) from MODEL_PATH, streaming text and speech.
+
+Load: preflight (folder, packages, CUDA, free VRAM for this checkpoint), then
+`AutoModel.from_pretrained(trust_remote_code=True)` in float16 for AWQ checkpoints and
+bfloat16 otherwise, vision only unless ENABLE_TTS (then the TTS and the reference voice, once).
+Text windows go through `minicpmo_text` (the model's embeddings, static-cache fast decode);
+spoken windows through the model's streaming API (`minicpmo_speech`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from shared.settings import Settings
+from worker.engines.base import (
+    Chunk,
+    Engine,
+    EngineError,
+    EngineInfo,
+    EngineRequest,
+    compose_prompt,
+)
+from worker.engines.fast_decode_stream import stop_token_ids, text_chunks
+from worker.engines.minicpmo_preflight import (
+    GPU_PACKAGES,
+    TTS_PACKAGES,
+    detect_dtype,
+    quant_method,
+    read_config,
+    require_cuda,
+    require_packages,
+    require_vram,
+    vram_needed,
+)
+from worker.engines.transformers_engine import frames_to_pil, vram_fields
+
+log = logging.getLogger(__name__)
+
+
+class MiniCPMoEngine(Engine):
+    """MiniCPM-o 4.5 behind the Engine interface."""
+
+    name = "minicpmo"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model: Any = None
+        self.processor: Any = None
+        self.decoder: Any = None
+        self.device: Any = None
+        self.stop_ids: frozenset[int] = frozenset()
+        self.speech = False
+        self._info = EngineInfo(engine=self.name, checkpoint=settings.model_path)
+
+    def preflight(self) -> dict[str, Any]:
+        """Every check that needs no weights loaded; returns the checkpoint's config."""
+        s = self.settings
+        config = read_config(s.model_path)
+        require_packages(GPU_PACKAGES, "gpu")
+        if quant_method(config) == "awq":
+            require_packages(("awq",), "gpu")  # AutoAWQ's kernels, which transformers calls
+        if s.enable_tts:
+            require_packages(TTS_PACKAGES, "gpu")
+        import torch
+
+        require_cuda(torch)
+        free, total = torch.cuda.mem_get_info()
+        needed = vram_needed(s.model_path, s.enable_tts)
+        require_vram(needed, free, total, torch.cuda.get_device_name(), s.model_path)
+        return config
+
+    def load(self) -> EngineInfo:
+        started = time.perf_counter()
+        config = self.preflight()
+        import torch
+        from transformers import AutoModel, AutoProcessor  # type: ignore[attr-defined]
+
+        s = self.settings
+        dtype = getattr(torch, detect_dtype(config))
+        try:
+            model = AutoModel.from_pretrained(
+                s.model_path,
+                trust_remote_code=True,
+                attn_implementation="sdpa",
+                torch_dtype=dtype,
+                device_map="cuda",  # straight onto the GPU; quantised models refuse .to() moves
+                init_vision=True,
+                init_audio=s.enable_tts,
+                init_tts=s.enable_tts,
+            )
+            processor = AutoProcessor.from_pretrained(s.model_path, trust_remote_code=True)
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:  # OOM is a RuntimeError
+            raise EngineError(
+                f"cannot load MiniCPM-o from {s.model_path}: {exc}. "
+                f"`lookout models check {s.model_path}` lists known checkpoint defects."
+            ) from exc
+        model = model.eval()
+        reference = ""
+        if s.enable_tts:
+            from worker.engines.minicpmo_speech import init_speech
+
+            reference = str(init_speech(model, s.model_path, s.ref_audio_path, s.tts_float16))
+        self.attach(model, processor, torch.device("cuda"))
+        self._info = EngineInfo(
+            engine=self.name,
+            checkpoint=s.model_path,
+            dtype=str(dtype).removeprefix("torch."),
+            device=f"cuda ({torch.cuda.get_device_name()})",
+            load_seconds=time.perf_counter() - started,
+            extra={
+                "quantization": quant_method(config) or "none",
+                "decode": self.decoder.mode if self.decoder else "generate",
+                "prefill": self._prefill_mode(),
+                "tts": "on" if s.enable_tts else "off",
+                "ref_audio": reference,
+            },
+        )
+        return self.info()
+
+    def attach(self, model: Any, processor: Any, device: Any) -> None:
+        """Take a loaded model (or a stand-in in tests) and build the fast decoder for it."""
+        from worker.engines.fast_decode import build_fast_decoder
+        from worker.engines.fast_decode_prefill import DEFAULT_BUCKETS
+
+        model.processor = processor  # the model's streaming API reuses it instead of reloading
+        self.model, self.processor, self.device = model, processor, device
+        self.speech = self.settings.enable_tts
+        from worker.engines.minicpmo_text import TERMINATORS
+
+        self.stop_ids = stop_token_ids(processor.tokenizer, TERMINATORS)
+        on_cuda = getattr(device, "type", "cpu") == "cuda"
+        self.decoder = build_fast_decoder(
+            model,
+            self.settings.decode_max_len,
+            use_graph=on_cuda,
+            compile_step=on_cuda and self.settings.compile_decode,
+            prefill_buckets=DEFAULT_BUCKETS,
+        )
+
+    def _prefill_mode(self) -> str:
+        prefiller = self.decoder.prefiller if self.decoder else None
+        if prefiller is None:
+            return "hf"
+        return "cuda-graph buckets" if prefiller.graphs else "bucketed eager"
+
+    def info(self) -> EngineInfo:
+        if self.model is not None and getattr(self.device, "type", "cpu") == "cuda":
+            import torch
+
+            self._info.extra.update(vram_fields(torch, self.device))
+        return self._info
+
+    def stream(self, request: EngineRequest, cancel: threading.Event) -> Iterator[Chunk]:
+        if self.model is None:
+            raise EngineError("engine not loaded: call load() first")
+        images = frames_to_pil(request.frames)
+        prompt = compose_prompt(request)
+        if request.speak and self.speech:
+            yield from self._speak(images, prompt, request, cancel)
+        else:
+            yield from self._write(images, prompt, request, cancel)
+
+    def _speak(
+        self, images: list[Any], prompt: str, request: EngineRequest, cancel: threading.Event
+    ) -> Iterator[Chunk]:
+        from worker.engines.minicpmo_speech import speech_chunks
+
+        s = self.settings
+        limit = min(request.max_new_tokens, s.tts_max_new_tokens)
+        yield from speech_chunks(
+            self.model, images, prompt, limit, s.decode_temperature, s.tts_pause_after, cancel
+        )
+
+    def _write(
+        self, images: list[Any], prompt: str, request: EngineRequest, cancel: threading.Event
+    ) -> Iterator[Chunk]:
+        from worker.engines import minicpmo_text as text
+        from worker.engines.fast_decode import SamplingParams
+
+        tokenizer = self.processor.tokenizer
+        prompt_text = text.build_prompt_text(tokenizer, len(images), prompt)
+        inputs = text.processor_inputs(self.processor, prompt_text, images, self.device)
+        embeds = text.embed(self.model, inputs)
+        params = SamplingParams(temperature=self.settings.decode_temperature)
+        ids = text.token_ids(
+            self.model, embeds, self.decoder, request.max_new_tokens, params, self.stop_ids, cancel
+        )
+        yield from text_chunks(ids, tokenizer, self.stop_ids, cancel)
+
+    def close(self) -> None:
+        self.model = self.decoder = self.processor = None
