@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,7 +21,13 @@ import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
 from shared.keys import Keys
-from shared.messages import AudioChunk, InstructionChanged, decode_message
+from shared.messages import (
+    AudioChunk,
+    CycleEvent,
+    InstructionChanged,
+    TextChunk,
+    decode_message,
+)
 from shared.sources import SourceRegistry
 from tests.helpers import REPO
 from tests.test_api_support import ApiServer, add_frame, make_jpeg, say, wait_until
@@ -178,5 +185,52 @@ async def test_use_my_webcam_sends_frames_over_the_ingest_websocket(
             assert length >= 1
             assert await redis_client.sismember(keys.sources, "mycam")  # type: ignore[misc]
             await page.click("#webcam")  # stops the camera again
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+def delayed_server(test_env: dict[str, str]) -> Iterator[ApiServer]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    api = ApiServer({**test_env, "STREAM_DELAY_INIT": "3"}, "api-page-delay")
+    yield api
+    api.stop()
+
+
+async def test_words_wait_until_the_video_shows_their_frames(
+    delayed_server: ApiServer, frames: None, redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page()
+            await page.goto(delayed_server.url + "/")
+            await wait_until(lambda: debug(page, "drawn"), timeout=15)
+            # A cycle about the frame captured just now: the video shows it ~3 s from now.
+            newest = time.time()
+            pub = SourcePublisher(redis_client, keys, "cam")
+            await pub.event(
+                CycleEvent(source="cam", cycle="s1", event="started", frame_ts=[newest])
+            )
+            await pub.text(TextChunk(source="cam", cycle="s1", seq=0, text="Held words."))
+            await wait_until(lambda: debug(page, "held"), timeout=5)
+            await asyncio.sleep(1.0)
+            assert "Held words." not in await page.text_content("#live")  # type: ignore[operator]
+            await page.wait_for_function(
+                "document.getElementById('live').textContent.includes('Held words.')",
+                timeout=10_000,
+            )
+            # Shown only once the picture had reached the frame the words are about.
+            assert await debug(page, "shownTs") >= newest
+            # Live (delay 0): words show at once.
+            await page.fill("#delay", "0")
+            await pub.event(
+                CycleEvent(source="cam", cycle="s2", event="started", frame_ts=[time.time()])
+            )
+            await pub.text(TextChunk(source="cam", cycle="s2", seq=0, text="Live words."))
+            await page.wait_for_function(
+                "document.getElementById('live').textContent.includes('Live words.')", timeout=2_000
+            )
         finally:
             await browser.close()

@@ -1,11 +1,12 @@
 // Lookout viewer page: plain JS, no build step.
-// Video: MJPEG read with fetch() and drawn on a canvas, held back by the video delay so the
-// words line up with the picture. Text: EventSource (SSE). Speech: raw PCM read with fetch()
-// and scheduled back to back in a 48 kHz AudioContext.
+// Video: MJPEG read with fetch() and drawn on a canvas, held back by the video delay. Text:
+// EventSource (SSE); words wait until the frame they describe is on screen (each MJPEG part
+// carries its capture time, each cycle the capture time of its newest frame). Speech: raw PCM
+// read with fetch() and scheduled back to back in a 48 kHz AudioContext, held back likewise.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const debug = (window.lookoutDebug = { frames: 0, drawn: 0, chunks: 0, audioChunks: 0, commentaries: 0 });
+const debug = (window.lookoutDebug = { frames: 0, drawn: 0, chunks: 0, audioChunks: 0, commentaries: 0, held: 0, shownTs: 0 });
 const state = { source: null, config: null, events: null, video: null, audio: null, webcam: null };
 
 // --- API keys: asked once, remembered in this browser ---------------------------------
@@ -63,6 +64,41 @@ function closeSource() {
   if (state.events) state.events.close();
   for (const k of ["video", "audio"]) if (state[k]) { state[k].abort(); state[k] = null; }
   frames.length = 0;
+  held.length = 0;
+  cycleFrameTs.clear();
+  state.shownTs = 0;
+}
+
+// --- Sync: words wait until the picture they describe is on screen ----------------------
+const cycleFrameTs = new Map();  // cycle id -> capture time (s) of its window's newest frame
+const held = [];  // {ts, until, show}, in arrival order
+const HOLD_SLACK_MS = 2000;  // if the video stalls, words still come this long after the delay
+
+function delayMs() { return Math.max(0, Number($("delay").value) || 0) * 1000; }
+
+// Run `show` once the video has reached the newest frame of `cycle` (at once when live or
+// when the cycle's frames are unknown, but never ahead of words already waiting).
+function whenShown(cycle, show) {
+  const ts = cycleFrameTs.get(cycle);
+  const last = held[held.length - 1];
+  if (ts && delayMs()) held.push({ ts, until: performance.now() + delayMs() + HOLD_SLACK_MS, show });
+  else if (last) held.push({ ts: last.ts, until: last.until, show });
+  else show();
+  flushHeld();
+}
+
+function flushHeld() {
+  const now = performance.now();
+  const live = delayMs() === 0;
+  while (held.length && (live || state.shownTs >= held[0].ts || now >= held[0].until)) held.shift().show();
+  debug.held = held.length;
+}
+
+// Seconds until the video shows the newest frame of `cycle` (0 when live or unknown).
+function secondsUntilShown(cycle) {
+  const ts = cycleFrameTs.get(cycle);
+  if (!ts || !state.shownTs || !delayMs()) return 0;
+  return Math.min(delayMs() / 1000, Math.max(0, ts - state.shownTs));
 }
 
 // --- Commentary (SSE) -------------------------------------------------------------------
@@ -73,14 +109,22 @@ function openEvents(name) {
   es.onerror = () => dot("connection", es.readyState === EventSource.CLOSED ? "bad" : "warn");
   es.addEventListener("chunk", (e) => {
     const chunk = JSON.parse(e.data);
-    if (chunk.cycle !== state.cycle) { state.cycle = chunk.cycle; $("live").textContent = ""; }
-    debug.chunks++;
-    $("live").textContent += chunk.text;
+    whenShown(chunk.cycle, () => {
+      if (chunk.cycle !== state.cycle) { state.cycle = chunk.cycle; $("live").textContent = ""; }
+      debug.chunks++;
+      $("live").textContent += chunk.text;
+    });
   });
   es.addEventListener("cycle", (e) => {
     const ev = JSON.parse(e.data);
+    if (ev.event === "started" && ev.frame_ts && ev.frame_ts.length) {
+      cycleFrameTs.set(ev.cycle, Math.max(...ev.frame_ts));
+      state.audioCycle = ev.cycle;
+      if (cycleFrameTs.size > 100) cycleFrameTs.delete(cycleFrameTs.keys().next().value);
+    }
     if ((ev.event === "finished" || ev.event === "interrupted") && ev.text) {
-      addHistory({ text: ev.text, status: ev.event, kind: ev.kind, question: ev.question, at: ev.ts });
+      whenShown(ev.cycle, () =>
+        addHistory({ text: ev.text, status: ev.event, kind: ev.kind, question: ev.question, at: ev.ts }));
     } else if (ev.event === "failed") setStatus("commentary failed: " + (ev.error || "unknown error"));
   });
   es.addEventListener("commentary", (e) => {
@@ -138,11 +182,12 @@ function readVideo(name) {
             if (end < 0) break;
             const head = new TextDecoder().decode(buf.subarray(0, end));
             const m = /Content-Length:\s*(\d+)/i.exec(head);
+            const captured = /X-Frame-Ts:\s*([\d.]+)/i.exec(head);
             const start = end + 4;
             if (!m) { buf = buf.subarray(start); continue; }
             const len = Number(m[1]);
             if (buf.length < start + len) break;
-            frames.push({ at: performance.now(), blob: new Blob([buf.slice(start, start + len)], { type: "image/jpeg" }) });
+            frames.push({ at: performance.now(), ts: captured ? Number(captured[1]) : 0, blob: new Blob([buf.slice(start, start + len)], { type: "image/jpeg" }) });
             debug.frames++;
             buf = buf.subarray(start + len);
           }
@@ -158,10 +203,9 @@ function readVideo(name) {
 }
 
 async function drawLoop() {
-  const delayMs = Math.max(0, Number($("delay").value) || 0) * 1000;
   const now = performance.now();
   let due = null;
-  while (frames.length && frames[0].at + delayMs <= now) due = frames.shift();
+  while (frames.length && frames[0].at + delayMs() <= now) due = frames.shift();
   if (frames.length > 1200) frames.splice(0, frames.length - 1200);  // never hold more than 2 min
   if (due) {
     try {
@@ -173,8 +217,10 @@ async function drawLoop() {
       canvas.getContext("2d").drawImage(bitmap, 0, 0);
       bitmap.close();
       debug.drawn++;
+      state.shownTs = debug.shownTs = due.ts;
     } catch (err) { /* a broken JPEG: skip it */ }
   }
+  flushHeld();
   requestAnimationFrame(drawLoop);
 }
 
@@ -211,8 +257,11 @@ function readAudio(name) {
           const src = state.ctx.createBufferSource();
           src.buffer = buffer;
           src.connect(state.gain);
-          // Back to back; after a gap start a little ahead so the first buffer is not cut.
-          playAt = Math.max(playAt, state.ctx.currentTime + 0.05);
+          // Back to back; after a gap start a little ahead so the first buffer is not cut, and
+          // no sooner than the video shows the frames this speech is about.
+          if (playAt < state.ctx.currentTime) {
+            playAt = state.ctx.currentTime + 0.05 + secondsUntilShown(state.audioCycle);
+          }
           src.start(playAt);
           playAt += buffer.duration;
           debug.audioChunks++;
