@@ -142,3 +142,11 @@ def test_lookout_up_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, up.log()
     assert not _port_open(api_port) and not _port_open(redis_port)
     assert "open http://127.0.0.1:" in up.log()
+
+
+def test_lookout_up_without_redis_says_what_to_install(tmp_path: Path) -> None:
+    env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "PATH": str(tmp_path)}
+    up = LookoutProcess(["up"], env, "up-no-redis")
+    assert up.proc.wait(30) == 1
+    assert "redis-server is not installed" in up.log()
+    assert "apt-get install redis-server" in up.log()
