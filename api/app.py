@@ -15,6 +15,7 @@ from api.controllers.asks import AsksController
 from api.controllers.sources import SourcesController
 from api.controllers.status import PublicController, StatusController
 from api.controllers.streams import StreamsController
+from api.controllers.tokens import TokensController
 from api.deps import DEPENDENCIES
 from api.errors import http_exception_handler, internal_error_handler
 from api.metrics import latency_middleware_factory
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> Litestar:
             AsksController,
             StatusController,
             PublicController,
+            TokensController,
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,

@@ -2,7 +2,8 @@
 
 With no keys configured the API is open (the local default). With keys, every guarded route
 needs one, as `Authorization: Bearer KEY` or, for EventSource, <img> and WebSocket URLs
-that cannot set headers, `?key=KEY`. Scope `view` may watch; `control` may also change
+that cannot set headers, a short-lived `?token=` (api/tokens.py) or `?key=KEY`.
+Scope `view` may watch; `control` may also change
 things. Keys are compared in constant time, counted in Redis by fingerprint, never logged.
 """
 
@@ -19,6 +20,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
+from api.tokens import TokenError, verify
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,30 @@ def presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return value or None
 
 
+def authenticate(ring: KeyRing, connection: ASGIConnection[Any, Any, Any, Any]) -> ApiKey:
+    """The key a connection presents (header, `?key=` or a `?token=` it signed); 401 if none."""
+    presented = presented_key(connection)
+    token = connection.query_params.get("token")
+    if presented is None and token:
+        try:
+            return verify(ring, token)
+        except TokenError as exc:
+            raise NotAuthorizedException(
+                detail=str(exc), headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+    if presented is None:
+        raise NotAuthorizedException(
+            detail="API key required: send 'Authorization: Bearer KEY', '?token=' or '?key=KEY'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    key = ring.match(presented)
+    if key is None:
+        raise NotAuthorizedException(
+            detail="invalid API key", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return key
+
+
 async def require_scope(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
@@ -102,17 +128,7 @@ async def require_scope(
     ring: KeyRing = state.keyring
     if not ring.enabled:
         return
-    presented = presented_key(connection)
-    if presented is None:
-        raise NotAuthorizedException(
-            detail="API key required: send 'Authorization: Bearer KEY' or '?key=KEY'",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    key = ring.match(presented)
-    if key is None:
-        raise NotAuthorizedException(
-            detail="invalid API key", headers={"WWW-Authenticate": "Bearer"}
-        )
+    key = authenticate(ring, connection)
     await state.count_key_use(key.fingerprint)
     needed = handler.opt.get("scope", VIEW)
     if needed == CONTROL and key.scope != CONTROL:

@@ -8,11 +8,11 @@ import re
 
 from shared.settings import Settings
 
-KEY_IN_QUERY = re.compile(r"([?&]key=)[^&\s]*")
+KEY_IN_QUERY = re.compile(r"([?&](?:key|token)=)[^&\s]*")
 
 
 class RedactKeys(logging.Filter):
-    """Removes `key=...` from access log lines: API keys must never reach a log."""
+    """Removes `key=...` and `token=...` from access log lines: credentials never reach a log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

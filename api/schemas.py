@@ -156,3 +156,11 @@ class ErrorOut(msgspec.Struct, omit_defaults=True):
     error: str
     status: int
     field: str | None = None
+
+
+class TokenOut(msgspec.Struct):
+    """A short-lived token to put in media URLs as `?token=` instead of the API key."""
+
+    token: str
+    scope: str
+    expires_at: float

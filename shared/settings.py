@@ -100,6 +100,13 @@ class Settings:
     instruction_max_chars: int = _var(
         500, "Longest instruction a client may set", "server", lo=10, hi=10_000
     )
+    media_token_ttl: float = _var(
+        600.0,
+        "Seconds a media token (POST /api/tokens, used as ?token= in URLs) stays valid",
+        "server",
+        lo=10,
+        hi=86_400,
+    )
     sse_replay: int = _var(
         3, "Commentaries replayed from history when an SSE viewer connects", "server", lo=0, hi=100
     )

@@ -13,6 +13,7 @@ SECURED: list[SecurityRequirement] = [{"bearer": []}, {"query_key": []}]
 def errors(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the JSON error responses a route may give."""
     text = {
+        400: "Not applicable (the message says why)",
         401: "Missing or invalid API key",
         403: "The API key may view but not control",
         404: "Unknown source or job",

@@ -11,9 +11,17 @@ const state = { source: null, config: null, events: null, video: null, audio: nu
 
 // --- API keys: asked once, remembered in this browser ---------------------------------
 function apiKey() { return localStorage.getItem("lookout.key") || ""; }
-function withKey(url) {
-  const key = apiKey();
-  return key ? url + (url.includes("?") ? "&" : "?") + "key=" + encodeURIComponent(key) : url;
+// URLs that cannot carry a header (EventSource, WebSocket) get a short-lived token, never
+// the key itself: keys in URLs end up in logs and browser history.
+let mediaToken = null;  // {token, expires_at}
+async function withToken(url) {
+  if (!apiKey()) return url;
+  if (!mediaToken || mediaToken.expires_at * 1000 - Date.now() < 60_000) {
+    const resp = await api("/api/tokens", { method: "POST" });
+    mediaToken = resp.ok ? await resp.json() : null;
+    if (!mediaToken) return url;  // no keys on the server after all: the URL needs none
+  }
+  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(mediaToken.token);
 }
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -53,6 +61,7 @@ function openSource(name, instruction) {
   localStorage.setItem("lookout.source", name);
   $("instruction").value = instruction || "";
   $("history").innerHTML = "";
+  shownHistory.clear();
   $("live").textContent = "";
   openEvents(name);
   state.video = readVideo(name);
@@ -102,11 +111,20 @@ function secondsUntilShown(cycle) {
 }
 
 // --- Commentary (SSE) -------------------------------------------------------------------
-function openEvents(name) {
-  const es = new EventSource(withKey(`/api/sources/${encodeURIComponent(name)}/events`));
+async function openEvents(name) {
+  const es = new EventSource(await withToken(`/api/sources/${encodeURIComponent(name)}/events`));
+  if (state.source !== name) { es.close(); return; }  // the viewer moved on meanwhile
   state.events = es;
   es.onopen = () => dot("connection", "ok");
-  es.onerror = () => dot("connection", es.readyState === EventSource.CLOSED ? "bad" : "warn");
+  es.onerror = () => {
+    dot("connection", es.readyState === EventSource.CLOSED ? "bad" : "warn");
+    // Closed for good (an expired token answers 401): reopen with a fresh token. The new
+    // stream starts with a replay of recent history; addHistory skips what is shown.
+    if (es.readyState === EventSource.CLOSED && state.events === es) {
+      mediaToken = null;
+      setTimeout(() => { if (state.events === es) openEvents(name); }, 1000);
+    }
+  };
   es.addEventListener("chunk", (e) => {
     const chunk = JSON.parse(e.data);
     whenShown(chunk.cycle, () => {
@@ -124,12 +142,12 @@ function openEvents(name) {
     }
     if ((ev.event === "finished" || ev.event === "interrupted") && ev.text) {
       whenShown(ev.cycle, () =>
-        addHistory({ text: ev.text, status: ev.event, kind: ev.kind, question: ev.question, at: ev.ts }));
+        addHistory({ id: ev.history_id, text: ev.text, status: ev.event, kind: ev.kind, question: ev.question, at: ev.ts }));
     } else if (ev.event === "failed") setStatus("commentary failed: " + (ev.error || "unknown error"));
   });
   es.addEventListener("commentary", (e) => {
     const rec = JSON.parse(e.data);
-    addHistory({ text: rec.text, status: rec.status, kind: rec.kind, question: rec.question, at: rec.started_at });
+    addHistory({ id: rec.id, text: rec.text, status: rec.status, kind: rec.kind, question: rec.question, at: rec.started_at });
   });
   es.addEventListener("notice", (e) => {
     const n = JSON.parse(e.data);
@@ -139,7 +157,13 @@ function openEvents(name) {
   es.addEventListener("reconnected", () => setStatus("server reconnected to Redis; caught up from history"));
 }
 
+const shownHistory = new Set();  // history ids already listed (a reopened stream replays)
+
 function addHistory(item) {
+  if (item.id) {
+    if (shownHistory.has(item.id)) return;
+    shownHistory.add(item.id);
+  }
   debug.commentaries++;
   const li = document.createElement("li");
   const meta = document.createElement("span");
@@ -302,7 +326,7 @@ async function toggleWebcam() {
   video.srcObject = stream; video.muted = true; await video.play();
   const canvas = document.createElement("canvas");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(withKey(`${proto}//${location.host}/api/sources/${encodeURIComponent(name)}/ingest`));
+  const ws = new WebSocket(await withToken(`${proto}//${location.host}/api/sources/${encodeURIComponent(name)}/ingest`));
   ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.error) setStatus("webcam: " + m.error); };
   const fps = (state.config && state.config.display_fps) || 10;
   const timer = setInterval(() => {
