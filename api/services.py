@@ -1,15 +1,13 @@
 """What the API does, apart from HTTP: read and change sources, history, status, jobs.
 
 Controllers call these and translate nothing but HTTP. Start/stop of sources and one-off
-questions are the producers' and the worker's logic; they are imported on first use so the
-API still serves everything else (and answers 503) when such a module is missing.
+questions are the producers' and the worker's logic (`producers.control`, `worker.asks`);
+this module maps their errors to HTTP ones.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from types import ModuleType
 from typing import Any
 
 import msgspec
@@ -18,7 +16,6 @@ from api.errors import (
     Conflict,
     FieldError,
     NotFound,
-    ServiceUnavailable,
     TooManyRequests,
     UnknownSourceError,
 )
@@ -33,27 +30,21 @@ from api.schemas import (
     StatusOut,
 )
 from api.state import AppState
+from producers import control
+from producers.sources import SourceOptions, redact_url
+from producers.status import read_producer_status
 from shared.keys import SourceNameError, validate_source_name
 from shared.records import CommentaryRecord, RecordError
+from worker import asks
 
 STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
-
-
-def optional_module(name: str) -> ModuleType:
-    """Import `name`, or answer 503 saying which part of Lookout is missing."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise ServiceUnavailable(
-            detail=f"this API build lacks {name} ({exc}); the route is not available"
-        ) from None
 
 
 def redacted(url: str) -> str:
     """`url` without a password (camera URLs often carry credentials)."""
     try:
-        return str(optional_module("producers.sources").redact_url(url))
-    except (ServiceUnavailable, ValueError):
+        return str(redact_url(url))
+    except ValueError:
         return url.split("@", 1)[-1] if "@" in url else url
 
 
@@ -132,14 +123,19 @@ class SourceService:
 
     async def set_instruction(self, name: str, instruction: str) -> InstructionOut:
         await self.require(name)
-        text = instruction.strip()
-        limit = self.settings.instruction_max_chars
-        if not text:
-            raise FieldError("instruction", "must not be empty")
-        if len(text) > limit:
-            raise FieldError("instruction", f"{len(text)} characters, at most {limit} allowed")
+        text = self._bounded_text("instruction", instruction)
         rev = await self.state.registry.set_instruction(name, text)
         return InstructionOut(name, text, rev)
+
+    def _bounded_text(self, field: str, value: str) -> str:
+        """`value` stripped; FieldError naming `field` when empty or over the length limit."""
+        text = value.strip()
+        limit = self.settings.instruction_max_chars
+        if not text:
+            raise FieldError(field, "must not be empty")
+        if len(text) > limit:
+            raise FieldError(field, f"{len(text)} characters, at most {limit} allowed")
+        return text
 
     async def history(self, name: str, limit: int, before: str | None) -> HistoryOut:
         """Newest `limit` commentaries (newest first), optionally older than id `before`."""
@@ -153,14 +149,12 @@ class SourceService:
 
     async def add(self, name: str, url: str, options: dict[str, Any]) -> str:
         """Start capturing `url` as source `name`; returns the producer job id."""
-        control = optional_module("producers.control")
         try:
             validate_source_name(name)
         except SourceNameError as exc:
             raise FieldError("name", str(exc)) from None
-        sources = optional_module("producers.sources")
         try:
-            parsed = msgspec.convert(options, sources.SourceOptions)
+            parsed = msgspec.convert(options, SourceOptions)
         except (msgspec.ValidationError, ValueError) as exc:
             raise FieldError("options", str(exc)) from None
         try:
@@ -174,7 +168,6 @@ class SourceService:
         return str(job_id)
 
     async def remove(self, name: str) -> None:
-        control = optional_module("producers.control")
         try:
             validate_source_name(name)
             await control.stop_source(self.redis, self.settings, name)
@@ -184,24 +177,17 @@ class SourceService:
     async def ask(self, name: str, question: str) -> str:
         """Queue a one-off question about `name`; returns the job id (429 when full)."""
         await self.require(name)
-        text = question.strip()
-        limit = self.settings.instruction_max_chars
-        if not text:
-            raise FieldError("question", "must not be empty")
-        if len(text) > limit:
-            raise FieldError("question", f"{len(text)} characters, at most {limit} allowed")
-        asks = optional_module("worker.asks")
+        text = self._bounded_text("question", question)
         try:
             return str(await asks.enqueue_ask(self.redis, self.settings, name, text))
         except asks.AskQueueFull as exc:
-            retry = max(1, int(round(float(getattr(exc, "retry_after", 5) or 5))))
+            retry = max(1, int(round(exc.retry_after)))
             raise TooManyRequests(
                 detail=f"too many questions queued; retry in {retry} s",
                 headers={"Retry-After": str(retry)},
             ) from None
 
     async def job(self, job_id: str) -> JobOut:
-        asks = optional_module("worker.asks")
         result = await asks.ask_status(self.redis, self.settings, job_id)
         if result is None:
             raise NotFound(detail=f"unknown job {job_id!r}")
@@ -225,13 +211,8 @@ class SourceService:
         return workers
 
     async def _source_status(self, name: str, workers: dict[str, dict[str, str]]) -> SourceStatus:
-        producer: dict[str, object] | None = None
-        try:
-            status_mod = optional_module("producers.status")
-            producer = await status_mod.read_producer_status(self.redis, self.settings, name)
-        except ServiceUnavailable:
-            raw = await self.redis.hgetall(self.keys.producer_status(name))  # type: ignore[misc]
-            producer = dict(_strs(raw)) if raw else None
+        status = await read_producer_status(self.redis, self.settings, name)
+        producer: dict[str, object] | None = dict(status) if status is not None else None
         lease = await self.redis.get(self.keys.lease(name))
         worker = lease.decode() if isinstance(lease, bytes) else lease
         stats = _strs(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]

@@ -23,7 +23,7 @@ class AsksController(Controller):
         operation_id="askQuestion",
         status_code=HTTP_202_ACCEPTED,
         opt={"scope": CONTROL},
-        responses=errors(401, 403, 404, 413, 422, 429, 503),
+        responses=errors(401, 403, 404, 413, 422, 429),
     )
     async def ask(self, name: str, data: AskIn, service: SourceService) -> JobAccepted:
         """Queue a question about what the source shows now; poll the link for the answer
@@ -31,7 +31,7 @@ class AsksController(Controller):
         job_id = await service.ask(name, data.question)
         return JobAccepted(job_id, routes.job_link(job_id))
 
-    @get(routes.JOB, name="asks:job", operation_id="getJob", responses=errors(401, 404, 503))
+    @get(routes.JOB, name="asks:job", operation_id="getJob", responses=errors(401, 404))
     async def job(self, job_id: str, service: SourceService) -> JobOut:
         """State of a question's job and, once done, its answer."""
         return await service.job(job_id)

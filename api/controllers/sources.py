@@ -44,7 +44,7 @@ class SourcesController(Controller):
         operation_id="addSource",
         status_code=HTTP_202_ACCEPTED,
         opt={"scope": CONTROL},
-        responses=errors(401, 403, 409, 413, 422, 503),
+        responses=errors(401, 403, 409, 413, 422),
     )
     async def add_source(self, data: SourceIn, service: SourceService) -> SourceAdded:
         """Start capturing a URL as a new source (a producer picks up the job)."""
@@ -61,7 +61,7 @@ class SourcesController(Controller):
         operation_id="removeSource",
         status_code=HTTP_204_NO_CONTENT,
         opt={"scope": CONTROL},
-        responses=errors(401, 403, 404, 503),
+        responses=errors(401, 403, 404),
     )
     async def remove_source(self, name: str, service: SourceService) -> None:
         """Stop capturing a source and forget it (its history stays)."""
