@@ -79,13 +79,12 @@ async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> in
 
 
 async def _supervise(settings: Settings) -> int:
-    from arq.connections import ArqRedis
-
+    from producers.control import arq_client
     from producers.supervisor import Supervisor
     from shared.bus import connect_redis
 
     redis = connect_redis(settings.redis_url)
-    arq_redis = ArqRedis(redis.connection_pool)
+    arq_redis = arq_client(redis, settings)
     try:
         await Supervisor(arq_redis, settings).run()
     finally:

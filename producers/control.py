@@ -18,6 +18,7 @@ from arq.constants import abort_jobs_ss
 
 from producers.sources import SourceOptions, parse_source_url
 from producers.status import read_producer_status
+from shared.arqpool import arq_client as shared_arq_client
 from shared.keys import Keys, validate_source_name
 from shared.settings import Settings
 
@@ -61,10 +62,8 @@ def new_job_id(name: str) -> str:
 
 
 def arq_client(redis: aioredis.Redis, settings: Settings) -> ArqRedis:
-    """An arq client sharing `redis`'s connection pool (which must not decode responses)."""
-    return ArqRedis(
-        redis.connection_pool, default_queue_name=Keys(settings.key_prefix).producer_queue
-    )
+    """An arq client (msgpack) sharing `redis`'s connection pool, which must not decode responses."""
+    return shared_arq_client(redis.connection_pool, Keys(settings.key_prefix).producer_queue)
 
 
 async def enqueue_capture(

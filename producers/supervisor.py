@@ -37,6 +37,7 @@ from producers.control import (
     pending_claim_ms,
 )
 from producers.sources import SourceUrlError
+from shared.arqpool import arq_worker
 from shared.bus import REDIS_ERRORS
 from shared.keys import Keys
 from shared.settings import Settings
@@ -187,12 +188,10 @@ class Supervisor:
 
     # --- the process ---
     def worker(self) -> Worker:
-        return Worker(
-            functions=[
-                func(self.capture_job, name=CAPTURE_JOB, timeout=CAPTURE_JOB_TIMEOUT_S, max_tries=3)
-            ],
-            redis_pool=self.redis,
-            queue_name=self.keys.producer_queue,
+        return arq_worker(
+            [func(self.capture_job, name=CAPTURE_JOB, timeout=CAPTURE_JOB_TIMEOUT_S, max_tries=3)],
+            queue=self.keys.producer_queue,
+            client=self.redis,
             health_check_key=f"{self.keys.producer_queue}:health-check:{self.id}",
             handle_signals=False,  # signals only set our flag (STYLE.md rule 5)
             allow_abort_jobs=True,

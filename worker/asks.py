@@ -6,7 +6,8 @@ picks a question answers it, on the source's current window: the window it keeps
 holds the source, else one built from the tail of the frames stream. The answer goes through
 the same engine lock as commentary, so it runs between two cycles and never beside another
 model call. It streams on the source's channels as `kind="answer"` with the job id and the
-question, lands in the history stream, and is the job's result. Jobs are msgpack, never pickle.
+question, lands in the history stream, and is the job's result. Jobs are msgpack, never pickle
+(`shared.arqpool`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
-import msgpack
 import msgspec
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis
-from arq.jobs import Job, JobStatus
+from arq.jobs import JobStatus
 from arq.worker import Worker, func
 from redis.asyncio import ConnectionPool
 
+from shared.arqpool import arq_client, arq_worker, job_handle
 from shared.bus import REDIS_ERRORS
 from shared.keys import Keys, validate_source_name
 from shared.settings import Settings
@@ -38,14 +39,6 @@ ASK_FUNCTION = "ask"
 KEEP_RESULT_S = 3600
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 AskState = Literal["queued", "in_progress", "complete", "failed", "not_found"]
-
-
-def _serialize(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def _deserialize(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False)
 
 
 class AskQueueFull(Exception):
@@ -70,12 +63,7 @@ class AskStatus(msgspec.Struct, frozen=True):
 
 def arq_redis(redis: aioredis.Redis, settings: Settings) -> ArqRedis:
     """An arq client on `redis`'s connection pool (which must not decode responses)."""
-    return ArqRedis(
-        pool_or_conn=redis.connection_pool,
-        job_serializer=_serialize,
-        job_deserializer=_deserialize,
-        default_queue_name=Keys(settings.key_prefix).worker_queue,
-    )
+    return arq_client(redis.connection_pool, Keys(settings.key_prefix).worker_queue)
 
 
 async def enqueue_ask(redis: aioredis.Redis, settings: Settings, source: str, question: str) -> str:
@@ -113,7 +101,7 @@ async def ask_status(redis: aioredis.Redis, settings: Settings, job_id: str) -> 
     if not JOB_ID_RE.fullmatch(job_id):
         return None
     queue = Keys(settings.key_prefix).worker_queue
-    job = Job(job_id, arq_redis(redis, settings), _queue_name=queue, _deserializer=_deserialize)
+    job = job_handle(job_id, arq_redis(redis, settings), queue)
     state = await job.status()
     info = await job.info()
     if state == JobStatus.not_found or info is None:
@@ -185,24 +173,16 @@ async def run_ask_worker(
     """Run arq's worker for the ask queue until `stop`, restarting it after Redis outages."""
     delay = 0.5
     while not stop.is_set():
-        pool = ArqRedis(
-            pool_or_conn=ConnectionPool.from_url(settings.redis_url),
-            job_serializer=_serialize,
-            job_deserializer=_deserialize,
-            default_queue_name=Keys(settings.key_prefix).worker_queue,
-        )
-        worker = Worker(
-            functions=[
-                func(_ask_job, name=ASK_FUNCTION, timeout=settings.ask_timeout + 30, max_tries=2)
-            ],
-            queue_name=Keys(settings.key_prefix).worker_queue,
-            redis_pool=pool,
+        queue = Keys(settings.key_prefix).worker_queue
+        pool = arq_client(ConnectionPool.from_url(settings.redis_url), queue)
+        worker = arq_worker(
+            [func(_ask_job, name=ASK_FUNCTION, timeout=settings.ask_timeout + 30, max_tries=2)],
+            queue=queue,
+            client=pool,
             max_jobs=1,
             handle_signals=False,
             poll_delay=0.2,
             keep_result=KEEP_RESULT_S,
-            job_serializer=_serialize,
-            job_deserializer=_deserialize,
             ctx={"handler": handler},
         )
         main = asyncio.create_task(worker.main())
