@@ -243,9 +243,17 @@ class Settings:
     )
     engine_device: str = _var(
         "auto",
-        "Device of the transformers engine (auto: cuda when present; minicpmo needs cuda)",
+        "Device of the GPU engines (auto: cuda when present; minicpmo takes cpu only up to "
+        "CPU_MODEL_MAX_GIB)",
         "inference",
         choices=ENGINE_DEVICES,
+    )
+    cpu_model_max_gib: float = _var(
+        2.0,
+        "Largest checkpoint (GiB of weights) ENGINE=minicpmo runs on the CPU (test checkpoints)",
+        "inference",
+        lo=0,
+        hi=1024,
     )
 
     # --- Speech ---

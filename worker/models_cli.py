@@ -1,4 +1,5 @@
-"""`lookout models check|patch [PATH]`: known defects of downloaded MiniCPM-o checkpoints.
+"""`lookout models check|patch [PATH]`: known defects of downloaded MiniCPM-o checkpoints
+(`lookout models synth` builds a random-weights one: `worker/models_synth.py`).
 
 Two are known (docs/models.md):
 - stream fall-through: the remote code's `chat(stream=True)` gets the streamer back from
@@ -53,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action.add_argument(
             "path", nargs="?", default=None, help="checkpoint folder (default MODEL_PATH)"
         )
+    from worker.models_synth import add_synth_arguments
+
+    add_synth_arguments(actions)
 
 
 def _chat_body(source: str) -> tuple[int, int] | None:
@@ -207,6 +211,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Check or patch; 0 when the checkpoint is (now) clean, 1 when defects remain, 2 on bad input."""
     from worker.engines.minicpmo_preflight import download_hint
 
+    if args.models_action == "synth":
+        from worker.models_synth import run_synth
+
+        return run_synth(args, settings)
     folder = Path(args.path or settings.model_path)
     if not (folder / "config.json").is_file():
         print(f"{folder}: not a downloaded checkpoint (no config.json). Download with:")

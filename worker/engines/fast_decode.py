@@ -8,9 +8,10 @@ in, or `fast_decode_prefill.BucketPrefill` from prompt embeddings), and each fur
 runs one replay of a graph captured at load: no Python per layer, no allocation, no
 recompilation per prompt length.
 
-Only Llama-shaped decoders are taken (llama, qwen2, qwen3, mistral without a sliding window:
-the Qwen3 LLM inside MiniCPM-o 4.5 is one). Anything else makes `find_decoder` return a
-reason, and the engines fall back to `generate()`.
+Only Llama-shaped decoders are taken: layers of transformers' llama, qwen2, qwen3 or mistral
+classes without a sliding window, recognised by the layers themselves, not the config's
+`model_type` (MiniCPM-o 4.5's LLM is transformers' Qwen3 with `model_type` 'minicpmo').
+Anything else makes `find_decoder` return a reason, and the engines fall back to `generate()`.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from worker.engines.decoder_shape import DecoderParts, find_decoder
 
-SUPPORTED_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,46 +37,6 @@ class SamplingParams:
     temperature: float = 0.7
     top_k: int = 100
     top_p: float = 0.8
-
-
-@dataclass
-class DecoderParts:
-    """The pieces of a causal LM the step needs (found inside any wrapper model)."""
-
-    base: Any  # an nn.Module with embed_tokens, layers, norm, rotary_emb
-    lm_head: Any  # an nn.Module (Linear, or a quantised linear)
-    config: Any
-
-
-def find_decoder(model: nn.Module) -> DecoderParts | str:
-    """Locate the Llama-shaped decoder in `model`, or return why the fast path cannot apply."""
-    base: Any = None
-    head: Any = None
-    llm = getattr(model, "llm", None)  # MiniCPM-o keeps its Qwen3ForCausalLM here
-    lang = getattr(model, "language_model", None)  # Llava and friends (transformers 4.x)
-    inner = getattr(model, "model", None)
-    if llm is not None and hasattr(llm, "model"):
-        base, head = llm.model, getattr(llm, "lm_head", None)
-    elif lang is not None:
-        if hasattr(lang, "lm_head"):
-            base, head = lang.model, lang.lm_head
-        else:
-            base, head = lang, getattr(model, "lm_head", None)
-    elif inner is not None and hasattr(inner, "language_model"):  # transformers 5.x layout
-        base, head = inner.language_model, getattr(model, "lm_head", None)
-    elif inner is not None and hasattr(inner, "layers"):  # a plain *ForCausalLM
-        base, head = inner, getattr(model, "lm_head", None)
-    if base is None or head is None:
-        return "no Llama-shaped decoder (embed_tokens/layers/lm_head) found"
-    config = base.config
-    kind = getattr(config, "model_type", "")
-    if kind not in SUPPORTED_TYPES:
-        return f"decoder type {kind!r} is not one of {', '.join(SUPPORTED_TYPES)}"
-    if getattr(config, "use_sliding_window", False):
-        return "sliding-window attention is not supported"
-    if not hasattr(base, "rotary_emb"):
-        return "decoder has no shared rotary embedding"
-    return DecoderParts(base=base, lm_head=head, config=config)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -144,6 +105,7 @@ class FastDecoder:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.capture_seconds = 0.0
         self.prefiller: Any = None  # a BucketPrefill where the engine has prompt embeddings
+        self.steps = 0  # tokens decoded since load: shows which path a window took
         # Optional: let Inductor fuse the small ops (norms, RoPE, softmax) before capture.
         self._step_fn: Any = self._step
         self.compiled = compile_step
@@ -221,6 +183,16 @@ class FastDecoder:
             self._step_fn()
 
     @torch.inference_mode()
+    def step(self, token: torch.Tensor, position: int) -> torch.Tensor:
+        """Feed `token` at `position`; returns the next logits [1, vocab] (the decoder's own
+        float32 buffer, overwritten by the next step: clone to keep)."""
+        self.tok.copy_(token.view(1, 1))
+        self.pos.fill_(position)
+        self.run_step()
+        self.steps += 1
+        return self.logits
+
+    @torch.inference_mode()
     def start(self, past_key_values: Any, length: int) -> None:
         """Copy a prefilled HF cache of `length` tokens into the static cache."""
         for index in range(len(self.layers)):
@@ -248,10 +220,7 @@ class FastDecoder:
             yield value
             if value in stop_ids or produced == max_new_tokens or position >= self.max_len:
                 return
-            self.tok.copy_(token.view(1, 1))
-            self.pos.fill_(position)
-            self.run_step()
-            token = sample(self.logits, params)
+            token = sample(self.step(token, position), params)
             position += 1
 
 

@@ -1,6 +1,7 @@
 """ENGINE=minicpmo: MiniCPM-o 4.5 (BF16 or AWQ) from MODEL_PATH, streaming text and speech.
 
-Load: preflight (folder, packages, CUDA, free VRAM for this checkpoint), then
+Load: preflight (folder, packages, CUDA and free VRAM for this checkpoint; or, with
+ENGINE_DEVICE=cpu, a checkpoint small enough for the CPU), then
 `AutoModel.from_pretrained(trust_remote_code=True)` in float16 for AWQ checkpoints and
 bfloat16 otherwise, vision only unless ENABLE_TTS (then the TTS and the reference voice, once).
 Text windows go through `minicpmo_text` (the model's embeddings, static-cache fast decode);
@@ -31,6 +32,7 @@ from worker.engines.minicpmo_preflight import (
     detect_dtype,
     quant_method,
     read_config,
+    require_cpu_size,
     require_cuda,
     require_packages,
     require_vram,
@@ -56,8 +58,8 @@ class MiniCPMoEngine(Engine):
         self.speech = False
         self._info = EngineInfo(engine=self.name, checkpoint=settings.model_path)
 
-    def preflight(self) -> dict[str, Any]:
-        """Every check that needs no weights loaded; returns the checkpoint's config."""
+    def preflight(self) -> tuple[dict[str, Any], str]:
+        """Every check that needs no weights loaded; returns the config and the device."""
         s = self.settings
         config = read_config(s.model_path)
         require_packages(GPU_PACKAGES, "gpu")
@@ -67,49 +69,40 @@ class MiniCPMoEngine(Engine):
             require_packages(TTS_PACKAGES, "gpu")
         import torch
 
+        if s.engine_device == "cpu":
+            if quant_method(config):
+                raise EngineError(
+                    "quantised checkpoints need CUDA: ENGINE_DEVICE=cpu cannot run them"
+                )
+            require_cpu_size(s.model_path, s.cpu_model_max_gib, s.enable_tts)
+            return config, "cpu"
         require_cuda(torch)
         free, total = torch.cuda.mem_get_info()
         needed = vram_needed(s.model_path, s.enable_tts)
         require_vram(needed, free, total, torch.cuda.get_device_name(), s.model_path)
-        return config
+        return config, "cuda"
 
     def load(self) -> EngineInfo:
         started = time.perf_counter()
-        config = self.preflight()
+        config, device_name = self.preflight()
         import torch
-        from transformers import AutoModel, AutoProcessor  # type: ignore[attr-defined]
 
         s = self.settings
         dtype = getattr(torch, detect_dtype(config))
-        try:
-            model = AutoModel.from_pretrained(
-                s.model_path,
-                trust_remote_code=True,
-                attn_implementation="sdpa",
-                torch_dtype=dtype,
-                device_map="cuda",  # straight onto the GPU; quantised models refuse .to() moves
-                init_vision=True,
-                init_audio=s.enable_tts,
-                init_tts=s.enable_tts,
-            )
-            processor = AutoProcessor.from_pretrained(s.model_path, trust_remote_code=True)
-        except (OSError, ValueError, ImportError, RuntimeError) as exc:  # OOM is a RuntimeError
-            raise EngineError(
-                f"cannot load MiniCPM-o from {s.model_path}: {exc}. "
-                f"`lookout models check {s.model_path}` lists known checkpoint defects."
-            ) from exc
-        model = model.eval()
+        model, processor = self._from_pretrained(dtype, device_name)
         reference = ""
         if s.enable_tts:
             from worker.engines.minicpmo_speech import init_speech
 
             reference = str(init_speech(model, s.model_path, s.ref_audio_path, s.tts_float16))
-        self.attach(model, processor, torch.device("cuda"))
+        device = torch.device(device_name)
+        self.attach(model, processor, device)
+        on_cuda = device.type == "cuda"
         self._info = EngineInfo(
             engine=self.name,
             checkpoint=s.model_path,
             dtype=str(dtype).removeprefix("torch."),
-            device=f"cuda ({torch.cuda.get_device_name()})",
+            device=f"cuda ({torch.cuda.get_device_name()})" if on_cuda else "cpu",
             load_seconds=time.perf_counter() - started,
             extra={
                 "quantization": quant_method(config) or "none",
@@ -120,6 +113,33 @@ class MiniCPMoEngine(Engine):
             },
         )
         return self.info()
+
+    def _from_pretrained(self, dtype: Any, device: str) -> tuple[Any, Any]:
+        """The model (eval mode, on `device`) and its processor, from the checkpoint's code."""
+        from transformers import AutoModel, AutoProcessor  # type: ignore[attr-defined]
+
+        from worker.engines.remote_code import relaxed_import_check
+
+        s = self.settings
+        try:
+            with relaxed_import_check():
+                model = AutoModel.from_pretrained(
+                    s.model_path,
+                    trust_remote_code=True,
+                    attn_implementation="sdpa",
+                    torch_dtype=dtype,
+                    device_map=device,  # straight onto the device; quantised models refuse .to()
+                    init_vision=True,
+                    init_audio=s.enable_tts,
+                    init_tts=s.enable_tts,
+                )
+                processor = AutoProcessor.from_pretrained(s.model_path, trust_remote_code=True)
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:  # OOM is a RuntimeError
+            raise EngineError(
+                f"cannot load MiniCPM-o from {s.model_path}: {exc}. "
+                f"`lookout models check {s.model_path}` lists known checkpoint defects."
+            ) from exc
+        return model.eval(), processor
 
     def attach(self, model: Any, processor: Any, device: Any) -> None:
         """Take a loaded model (or a stand-in in tests) and build the fast decoder for it."""

@@ -135,3 +135,15 @@ def require_vram(needed: int, free: int, total: int, device_name: str, model_pat
             f"{model_path} needs about {needed / GIB:.1f} GiB of GPU memory; "
             f"{free / GIB:.1f} GiB of {total / GIB:.1f} GiB is free on {device_name}: {hint}"
         )
+
+
+def require_cpu_size(model_path: str, max_gib: float, with_speech: bool) -> None:
+    """EngineError when a checkpoint is too big to run on the CPU (a real one takes minutes
+    per answer there): the CPU is for test checkpoints (`lookout models synth --size tiny`)."""
+    size = weight_bytes(model_path, with_speech)
+    if size > max_gib * GIB:
+        raise EngineError(
+            f"{model_path} holds {size / GIB:.1f} GiB of weights: too big for ENGINE_DEVICE=cpu "
+            f"(CPU_MODEL_MAX_GIB={max_gib:g}). Run it on a CUDA GPU (ENGINE_DEVICE=auto), or "
+            "raise CPU_MODEL_MAX_GIB if you really mean to wait minutes for each answer."
+        )
