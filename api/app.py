@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
 from api import routes
+from api.boundary import check_boundary
 from api.controllers.asks import AsksController
 from api.controllers.sources import SourcesController
 from api.controllers.status import PublicController, StatusController
@@ -31,13 +32,17 @@ def openapi_config() -> OpenAPIConfig:
         version="1",
         description=(
             "Live AI commentary on video. With API keys configured, send "
-            "`Authorization: Bearer KEY` (or `?key=KEY` where headers cannot be set)."
+            "`Authorization: Bearer KEY`. Media URLs that cannot carry headers (EventSource, "
+            "<img>, WebSocket) take `?token=` from POST /api/tokens instead; keys are never "
+            "accepted in URLs."
         ),
         path=routes.SCHEMA,
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer"),
-                "query_key": SecurityScheme(type="apiKey", name="key", security_scheme_in="query"),
+                "media_token": SecurityScheme(
+                    type="apiKey", name="token", security_scheme_in="query"
+                ),
             }
         ),
     )
@@ -69,6 +74,7 @@ def create_app(settings: Settings) -> Litestar:
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,
+        guards=[check_boundary],
         state=State({"lookout": state}),
         on_shutdown=[state.close],
         exception_handlers={

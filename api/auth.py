@@ -1,9 +1,10 @@
 """API keys: `key:scope` pairs from API_KEYS and API_KEYS_FILE, checked by a route guard.
 
-With no keys configured the API is open (the local default). With keys, every guarded route
-needs one, as `Authorization: Bearer KEY` or, for EventSource, <img> and WebSocket URLs
-that cannot set headers, a short-lived `?token=` (api/tokens.py) or `?key=KEY`.
-Scope `view` may watch; `control` may also change
+With no keys configured the API is open (the local default: it then listens on loopback only,
+see api/cli.py). With keys, every guarded route needs one as `Authorization: Bearer KEY`.
+Keys are never accepted in URLs (`?key=` answers 401): URLs that cannot set headers
+(EventSource, <img>, WebSocket) carry a short-lived `?token=` (api/tokens.py), which works
+only on the media routes of its one source. Scope `view` may watch; `control` may also change
 things. Keys are compared in constant time, counted in Redis by fingerprint, never logged.
 """
 
@@ -20,7 +21,8 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from api.tokens import TokenError, verify
+from api.errors import FieldError
+from api.tokens import INGEST, MediaToken, TokenError, issue, verify
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -87,49 +89,77 @@ class KeyRing:
         return found
 
 
-def presented_key(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The key in the Authorization header, else in the `key` query parameter."""
-    header = connection.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    value = connection.query_params.get("key")
-    return value or None
+def _unauthorized(detail: str) -> NotAuthorizedException:
+    return NotAuthorizedException(detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 def authenticate(ring: KeyRing, connection: ASGIConnection[Any, Any, Any, Any]) -> ApiKey:
-    """The key a connection presents (header, `?key=` or a `?token=` it signed); 401 if none."""
-    presented = presented_key(connection)
-    token = connection.query_params.get("token")
-    if presented is None and token:
-        try:
-            return verify(ring, token)
-        except TokenError as exc:
-            raise NotAuthorizedException(
-                detail=str(exc), headers={"WWW-Authenticate": "Bearer"}
-            ) from None
-    if presented is None:
-        raise NotAuthorizedException(
-            detail="API key required: send 'Authorization: Bearer KEY', '?token=' or '?key=KEY'",
-            headers={"WWW-Authenticate": "Bearer"},
+    """The key in the `Authorization: Bearer` header; 401 if missing, wrong, or in the URL."""
+    if "key" in connection.query_params:
+        raise _unauthorized(
+            "API keys are not accepted in URLs (they end up in logs): send "
+            "'Authorization: Bearer KEY', or use '?token=' from POST /api/tokens on media URLs"
         )
-    key = ring.match(presented)
+    header = connection.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        raise _unauthorized(
+            "API key required: send 'Authorization: Bearer KEY' "
+            "(media URLs: '?token=' from POST /api/tokens)"
+        )
+    key = ring.match(header[7:].strip())
     if key is None:
-        raise NotAuthorizedException(
-            detail="invalid API key", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise _unauthorized("invalid API key")
     return key
+
+
+def authorize_token(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler, token: str
+) -> ApiKey:
+    """The key behind `token` if it may open this route for this source; 401 or 403 if not."""
+    allowed = handler.opt.get("token")
+    if allowed is None:
+        raise _unauthorized(
+            "media tokens work only on media URLs: this route needs 'Authorization: Bearer KEY'"
+        )
+    state = connection.app.state.lookout
+    try:
+        grant = verify(state.keyring, token, state.settings.media_token_max_ttl)
+    except TokenError as exc:
+        raise _unauthorized(str(exc)) from None
+    if grant.source != connection.path_params.get("name"):
+        raise PermissionDeniedException(detail=f"this token is for source {grant.source!r} only")
+    if allowed == INGEST and (grant.scope != INGEST or grant.key.scope != CONTROL):
+        raise PermissionDeniedException(
+            detail="this token may not send frames: a control key mints one with scope 'ingest'"
+        )
+    return grant.key
 
 
 async def require_scope(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard: 401 without a valid key, 403 when the key lacks the route's `scope` opt."""
+    """Guard: 401 without a valid key (or a token this route takes), 403 when it may not."""
     state = connection.app.state.lookout
     ring: KeyRing = state.keyring
     if not ring.enabled:
         return
+    token = connection.query_params.get("token")
+    if token is not None and "authorization" not in connection.headers:
+        # The token's own checks (its source, its scope) stand in for the route's scope.
+        key = authorize_token(connection, handler, token)
+        await state.count_key_use(key.fingerprint)
+        return
     key = authenticate(ring, connection)
     await state.count_key_use(key.fingerprint)
-    needed = handler.opt.get("scope", VIEW)
-    if needed == CONTROL and key.scope != CONTROL:
+    if handler.opt.get("scope", VIEW) == CONTROL and key.scope != CONTROL:
         raise PermissionDeniedException(detail="this API key may view but not control")
+
+
+def mint(key: ApiKey, source: str, scope: str, ttl: float | None, settings: Settings) -> MediaToken:
+    """A media token signed by `key`; 403 for ingest with a view key, 422 for a too long ttl."""
+    if scope == INGEST and key.scope != CONTROL:
+        raise PermissionDeniedException(detail="only a control key may mint an ingest token")
+    lifetime = settings.media_token_ttl if ttl is None else ttl
+    if lifetime > settings.media_token_max_ttl:
+        raise FieldError("ttl", f"at most MEDIA_TOKEN_MAX_TTL={settings.media_token_max_ttl:g} s")
+    return issue(key, scope, source, lifetime)

@@ -1,26 +1,24 @@
-"""`lookout api`: serve the HTTP API and the page with uvicorn."""
+"""`lookout api`: serve the HTTP API and the page with uvicorn.
+
+Safe by default (api/boundary.py): with no API keys it says loudly that the API is open, and
+it refuses a non-loopback address unless ALLOW_OPEN=true.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import re
+import sys
 
-from shared.settings import Settings
+from shared.settings import Settings, SettingsError
 
-KEY_IN_QUERY = re.compile(r"([?&](?:key|token)=)[^&\s]*")
+log = logging.getLogger("api")
 
-
-class RedactKeys(logging.Filter):
-    """Removes `key=...` and `token=...` from access log lines: credentials never reach a log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                KEY_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
-            )
-        record.msg = KEY_IN_QUERY.sub(r"\1***", str(record.msg))
-        return True
+OPEN_BANNER = (
+    "THE API IS OPEN: no API keys are configured (API_KEYS, API_KEYS_FILE). Anyone who can "
+    "reach http://%s:%d may watch every source, add and remove sources and send frames."
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,14 +26,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port to listen on (default SERVER_PORT)")
 
 
+def open_refusal(host: str) -> str:
+    """Why the API will not listen on `host` without keys."""
+    return (
+        f"lookout api: refusing to listen on {host} with no API keys: anyone on the network could "
+        "control Lookout. Set API_KEYS (or API_KEYS_FILE), or listen on loopback "
+        "(SERVER_HOST=127.0.0.1), or set ALLOW_OPEN=true to accept an open API."
+    )
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Start uvicorn on `api.app:create_app(settings)` until interrupted."""
     import uvicorn
 
     from api.app import create_app
+    from api.auth import load_keys
+    from api.boundary import is_loopback
+    from api.redact import RedactKeys
 
     host = args.host or settings.server_host
     port = args.port or settings.server_port
+    # The bind address is one of the default ALLOWED_HOSTS.
+    settings = dataclasses.replace(settings, server_host=host, server_port=port)
+    try:
+        open_api = not load_keys(settings)
+    except SettingsError as exc:
+        print(f"lookout api: {exc}", file=sys.stderr)
+        return 2
+    if open_api and not is_loopback(host) and not settings.allow_open:
+        print(open_refusal(host), file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         create_app(settings),
         host=host,
@@ -49,6 +69,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     server = uvicorn.Server(config)  # configures logging: add the filter after it
     for name in ("uvicorn.access", "uvicorn.error", "litestar"):
         logging.getLogger(name).addFilter(RedactKeys())
-    logging.getLogger("api").info("serving on http://%s:%d", host, port)
+    if open_api:
+        log.warning(OPEN_BANNER, host, port)
+    log.info("serving on http://%s:%d", host, port)
     server.run()
     return 0

@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
+    HTTP_415_UNSUPPORTED_MEDIA_TYPE,
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -56,6 +57,10 @@ class TooManyRequests(HTTPException):
 
 class NotFound(HTTPException):
     status_code = HTTP_404_NOT_FOUND
+
+
+class UnsupportedMediaType(HTTPException):
+    status_code = HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 
 def _body(message: str, status: int, field: str | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ silently ignored value. Static limits live in the types; limits that come from s
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -158,9 +158,40 @@ class ErrorOut(msgspec.Struct, omit_defaults=True):
     field: str | None = None
 
 
+class TokenIn(Request):
+    """What a media token is for: one source, and whether it may also send frames."""
+
+    source: Annotated[
+        str,
+        Meta(
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+            examples=["cam1"],
+            description="The one source whose media URLs the token opens",
+        ),
+    ]
+    scope: Annotated[
+        Literal["media", "ingest"],
+        Meta(
+            description="`media`: events, MJPEG, frame, audio; `ingest`: also the ingest "
+            "WebSocket (control keys only)"
+        ),
+    ] = "media"
+    ttl: (
+        Annotated[
+            float,
+            Meta(
+                gt=0,
+                description="Seconds of life (default MEDIA_TOKEN_TTL, at most MEDIA_TOKEN_MAX_TTL)",
+            ),
+        ]
+        | None
+    ) = None
+
+
 class TokenOut(msgspec.Struct):
     """A short-lived token to put in media URLs as `?token=` instead of the API key."""
 
     token: str
     scope: str
+    source: str
     expires_at: float

@@ -33,6 +33,7 @@ from api.state import AppState
 from producers import control
 from producers.sources import SourceOptions, redact_url
 from producers.status import read_producer_status
+from shared.claims import INGEST_OWNER
 from shared.keys import SourceNameError, validate_source_name
 from shared.records import CommentaryRecord, RecordError
 from worker import asks
@@ -157,6 +158,9 @@ class SourceService:
             parsed = msgspec.convert(options, SourceOptions)
         except (msgspec.ValidationError, ValueError) as exc:
             raise FieldError("options", str(exc)) from None
+        holder = await self.state.claims.holder(name)
+        if holder is not None and holder.startswith(INGEST_OWNER):
+            raise Conflict(detail=f"source {name!r} is fed by a browser over the ingest WebSocket")
         try:
             job_id = await control.start_source(self.redis, self.settings, name, url, parsed)
         except control.SourceExists as exc:

@@ -12,10 +12,12 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from api.auth import KeyRing, load_keys
+from api.boundary import Boundary
 from api.frames import FrameHub
 from api.hub import MessageHub
 from api.metrics import ApiMetrics
 from shared.bus import REDIS_ERRORS, connect_redis
+from shared.claims import Claims
 from shared.keys import Keys
 from shared.records import FrameRecord, RecordError
 from shared.settings import Settings
@@ -33,8 +35,10 @@ class AppState:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.keyring = KeyRing(load_keys(settings))
+        self.boundary = Boundary(settings)
         self.metrics = ApiMetrics()
         self.redis: aioredis.Redis = connect_redis(settings.redis_url)
+        self.claims = Claims(self.redis, self.keys, int(settings.claim_ttl * 1000))
         self.registry = SourceRegistry(self.redis, self.keys, settings.default_instruction)
         self.hub = MessageHub(settings.redis_url, self.keys, self.metrics, settings.viewer_queue)
         self.frames = FrameHub(self.redis, self.keys, self.metrics)

@@ -150,6 +150,17 @@ def start_stack(args: argparse.Namespace, settings: Settings, children: Children
     return base
 
 
+def open_api_warning(settings: Settings, base: str) -> str | None:
+    """A loud note when no API keys are set (the API then listens on loopback only)."""
+    if settings.api_keys.strip() or settings.api_keys_file:
+        return None
+    return (
+        f"lookout up: WARNING: the API is open: no API keys (API_KEYS, API_KEYS_FILE) are set, "
+        f"so anyone who can reach {base} may watch and control every source. It listens on "
+        "loopback only; see docs/security.md before putting it on a network.\n"
+    )
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     children = Children()
     stop_requested = False
@@ -164,6 +175,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         base = start_stack(args, settings, children)
         print(f"\nlookout up: open {base}/ in a browser (Ctrl-C stops everything)\n", flush=True)
+        if (warning := open_api_warning(settings, base)) is not None:
+            print(warning, flush=True)
         while not stop_requested:
             if (exited := children.first_exited()) is not None:
                 print(f"lookout up: {exited[0]} exited with code {exited[1]}; stopping", flush=True)

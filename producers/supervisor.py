@@ -25,7 +25,6 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_pref
 from arq.worker import Worker, func
 
 from producers.capture import Backoff, Capture, CaptureFailed
-from producers.claims import Claims
 from producers.control import (
     CAPTURE_JOB,
     DesiredSource,
@@ -39,6 +38,7 @@ from producers.control import (
 from producers.sources import SourceUrlError
 from shared.arqpool import arq_worker
 from shared.bus import REDIS_ERRORS
+from shared.claims import Claims
 from shared.keys import Keys
 from shared.settings import Settings
 

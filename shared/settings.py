@@ -88,7 +88,22 @@ class Settings:
     )
     server_port: int = _var(8199, "Port the API listens on", "server", lo=1, hi=65535)
     cors_origins: str = _var(
-        "", "Comma-separated origins allowed by CORS (empty: same origin only)", "server"
+        "",
+        "Comma-separated origins allowed by CORS, and the only foreign `Origin`s accepted on "
+        "state-changing requests and the ingest WebSocket (empty: same origin only)",
+        "server",
+    )
+    allowed_hosts: str = _var(
+        "",
+        "Comma-separated host names the API answers to (`Host` header, port ignored) besides "
+        "localhost, 127.0.0.1, ::1 and SERVER_HOST; `*` allows any. Guards against DNS rebinding",
+        "server",
+    )
+    allow_open: bool = _var(
+        False,
+        "Allow listening on a non-loopback address with no API keys (anyone who reaches the "
+        "port may control Lookout)",
+        "server",
     )
     api_keys: str = _var(
         "",
@@ -103,6 +118,13 @@ class Settings:
     media_token_ttl: float = _var(
         600.0,
         "Seconds a media token (POST /api/tokens, used as ?token= in URLs) stays valid",
+        "server",
+        lo=10,
+        hi=86_400,
+    )
+    media_token_max_ttl: float = _var(
+        3600.0,
+        "Longest lifetime a client may ask for a media token; older-looking tokens are refused",
         "server",
         lo=10,
         hi=86_400,
@@ -383,6 +405,10 @@ def _check_consistency(s: Settings) -> None:
     if not s.key_prefix or any(c in s.key_prefix for c in " *?[]"):
         raise SettingsError(
             f"KEY_PREFIX={s.key_prefix!r}: must be non-empty, no spaces or glob characters"
+        )
+    if s.media_token_ttl > s.media_token_max_ttl:
+        raise SettingsError(
+            f"MEDIA_TOKEN_TTL={s.media_token_ttl} must be at most MEDIA_TOKEN_MAX_TTL={s.media_token_max_ttl}"
         )
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")

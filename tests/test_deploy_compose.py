@@ -28,7 +28,8 @@ COMPOSE_CPU = REPO / "docker-compose.cpu.yml"
 SERVICES = {"redis", "worker", "api", "proxy", "producer", "livekit"}
 LOOKOUT_IMAGES = {"lookout:cpu", "lookout:gpu"}
 # Interpolated variables that belong to third-party services, not to Lookout's settings.
-FOREIGN_VARIABLES = {"LIVEKIT_KEYS"}
+# Compose's own: where the proxy publishes the API (not a Lookout setting).
+FOREIGN_VARIABLES = {"LIVEKIT_KEYS", "PUBLISH_HOST"}
 SETTINGS_VARIABLES = {env_name(f) for f in settings_fields()}
 
 
@@ -253,7 +254,11 @@ def test_api_scales_behind_one_published_port(services: dict[str, dict[str, Any]
     # A published port or a fixed container name would stop `--scale api=N`.
     assert "ports" not in api and "container_name" not in api
     assert not any("container_name" in s for s in services.values())
-    assert proxy["ports"] == ["${SERVER_PORT:-8199}:${SERVER_PORT:-8199}"]
+    # Loopback unless PUBLISH_HOST says otherwise: an open API is not on the network by default.
+    assert proxy["ports"] == [
+        "${PUBLISH_HOST:-127.0.0.1}:${SERVER_PORT:-8199}:${SERVER_PORT:-8199}"
+    ]
+    assert api["environment"]["ALLOW_OPEN"] == "${ALLOW_OPEN:-true}"
     assert proxy["environment"]["API_HOST"] == "api"
     assert "./infra/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
     published = [n for n, s in services.items() if "ports" in s]

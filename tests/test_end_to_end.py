@@ -142,6 +142,8 @@ def test_lookout_up_runs_everything_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert code == 0, up.log()
     assert not _port_open(api_port) and not _port_open(redis_port)
     assert "open http://127.0.0.1:" in up.log()
+    assert "WARNING: the API is open" in up.log()  # no keys: said loudly
+    assert "THE API IS OPEN" in up.log()  # and in the API's own startup log
 
 
 def test_lookout_up_without_redis_says_what_to_install(tmp_path: Path) -> None:

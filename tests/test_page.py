@@ -157,7 +157,8 @@ async def test_page_shows_video_commentary_instruction_and_speech(
 
 async def _audio_viewer(page: Any, url: str) -> bool:
     text = await page.evaluate(
-        "async (u) => (await fetch(u + '/metrics?key=' + localStorage.getItem('lookout.key'))).text()",
+        "async (u) => (await fetch(u + '/metrics', {headers: {Authorization: "
+        "'Bearer ' + localStorage.getItem('lookout.key')}})).text()",
         url,
     )
     return 'lookout_api_viewers{kind="audio"} 1.0' in text

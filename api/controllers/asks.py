@@ -7,7 +7,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from api import routes
 from api.auth import CONTROL, require_scope
-from api.controllers import SECURED, errors
+from api.controllers import CHANGES, SECURED, errors
 from api.schemas import AskIn, JobAccepted, JobOut
 from api.services import SourceService
 
@@ -23,7 +23,7 @@ class AsksController(Controller):
         operation_id="askQuestion",
         status_code=HTTP_202_ACCEPTED,
         opt={"scope": CONTROL},
-        responses=errors(401, 403, 404, 413, 422, 429),
+        responses=errors(401, *CHANGES, 404, 413, 422, 429),
     )
     async def ask(self, name: str, data: AskIn, service: SourceService) -> JobAccepted:
         """Queue a question about what the source shows now; poll the link for the answer

@@ -10,7 +10,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from api import routes
 from api.auth import CONTROL, require_scope
-from api.controllers import SECURED, errors
+from api.controllers import CHANGES, SECURED, errors
 from api.schemas import (
     HistoryOut,
     InstructionIn,
@@ -44,7 +44,7 @@ class SourcesController(Controller):
         operation_id="addSource",
         status_code=HTTP_202_ACCEPTED,
         opt={"scope": CONTROL},
-        responses=errors(401, 403, 409, 413, 422),
+        responses=errors(401, *CHANGES, 409, 413, 422),
     )
     async def add_source(self, data: SourceIn, service: SourceService) -> SourceAdded:
         """Start capturing a URL as a new source (a producer picks up the job)."""
@@ -61,7 +61,7 @@ class SourcesController(Controller):
         operation_id="removeSource",
         status_code=HTTP_204_NO_CONTENT,
         opt={"scope": CONTROL},
-        responses=errors(401, 403, 404),
+        responses=errors(401, *CHANGES, 404),
     )
     async def remove_source(self, name: str, service: SourceService) -> None:
         """Stop capturing a source and forget it (its history stays)."""
@@ -72,7 +72,7 @@ class SourcesController(Controller):
         name="sources:instruction",
         operation_id="setInstruction",
         opt={"scope": CONTROL},
-        responses=errors(401, 403, 404, 413, 422),
+        responses=errors(401, *CHANGES, 404, 413, 422),
     )
     async def set_instruction(
         self, name: str, data: InstructionIn, service: SourceService

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, MediaType, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import routes
@@ -26,7 +27,13 @@ class StatusController(Controller):
         time, viewers on this replica; and every live worker."""
         return await service.status()
 
-    @get(routes.METRICS, name="status:metrics", operation_id="getMetrics", media_type="text/plain")
+    @get(
+        routes.METRICS,
+        name="status:metrics",
+        operation_id="getMetrics",
+        media_type="text/plain",
+        responses=errors(401),
+    )
     async def metrics(self, lookout: AppState) -> Response[bytes]:
         """Prometheus metrics of this replica."""
         body = generate_latest(lookout.metrics.registry)
@@ -38,7 +45,15 @@ class PublicController(Controller):
 
     tags = ["public"]
 
-    @get(routes.HEALTH, name="public:health", operation_id="getHealth")
+    @get(
+        routes.HEALTH,
+        name="public:health",
+        operation_id="getHealth",
+        responses={
+            **errors(),
+            503: ResponseSpec(HealthOut, description="Redis unreachable", generate_examples=False),
+        },
+    )
     async def health(self, lookout: AppState) -> Response[HealthOut]:
         """200 when this replica reaches Redis, else 503."""
         try:
@@ -48,7 +63,7 @@ class PublicController(Controller):
         body = HealthOut("ok" if ok else "redis unavailable", ok)
         return Response(body, status_code=200 if ok else 503, media_type=MediaType.JSON)
 
-    @get(routes.CONFIG, name="public:config", operation_id="getConfig")
+    @get(routes.CONFIG, name="public:config", operation_id="getConfig", responses=errors())
     async def config(self, lookout: AppState) -> ConfigOut:
         """Settings the page needs (video delay, whether a key is required, limits)."""
         s = lookout.settings

@@ -10,12 +10,13 @@ from litestar.response import Stream
 
 from api import routes
 from api.auth import CONTROL, require_scope
-from api.controllers import SECURED, errors
+from api.controllers import MEDIA_SECURED, errors
 from api.errors import FieldError, ServiceUnavailable
 from api.ingest import ingest_frames
 from api.services import STREAM_ID_RE, SourceService
 from api.state import AppState
 from api.streams import MJPEG_BOUNDARY, PCM_RATE, EventStream, audio_stream, mjpeg_stream
+from api.tokens import INGEST, MEDIA
 
 LastEventId = Annotated[
     str | None,
@@ -31,14 +32,15 @@ NO_CACHE = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 class StreamsController(Controller):
     tags = ["streams"]
     guards = [require_scope]
-    security = SECURED
+    security = MEDIA_SECURED
 
     @get(
         routes.EVENTS,
         name="streams:events",
         operation_id="streamEvents",
+        opt={"token": MEDIA},
         media_type="text/event-stream",
-        responses=errors(401, 404, 422),
+        responses=errors(401, 403, 404, 422),
     )
     async def events(
         self, name: str, service: SourceService, lookout: AppState, last_event_id: LastEventId
@@ -55,8 +57,9 @@ class StreamsController(Controller):
         routes.MJPEG,
         name="streams:mjpeg",
         operation_id="streamMjpeg",
+        opt={"token": MEDIA},
         media_type=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}",
-        responses=errors(401, 404),
+        responses=errors(401, 403, 404),
     )
     async def mjpeg(self, name: str, service: SourceService, lookout: AppState) -> Stream:
         """Motion JPEG of the newest frames, at most DISPLAY_FPS (use in an <img>)."""
@@ -71,8 +74,9 @@ class StreamsController(Controller):
         routes.FRAME,
         name="streams:frame",
         operation_id="getFrame",
+        opt={"token": MEDIA},
         media_type="image/jpeg",
-        responses=errors(401, 404, 503),
+        responses=errors(401, 403, 404, 503),
     )
     async def frame(self, name: str, service: SourceService, lookout: AppState) -> Response[bytes]:
         """The newest JPEG frame of the source."""
@@ -89,8 +93,9 @@ class StreamsController(Controller):
         routes.AUDIO,
         name="streams:audio",
         operation_id="streamAudio",
+        opt={"token": MEDIA},
         media_type="audio/pcm",
-        responses=errors(401, 404),
+        responses=errors(401, 403, 404),
     )
     async def audio(self, name: str, service: SourceService, lookout: AppState) -> Stream:
         """Raw speech: 48 kHz mono s16le PCM, as spoken (`ffplay -f s16le -ar 48000 -ac 1`)."""
@@ -104,7 +109,7 @@ class StreamsController(Controller):
         media = f"audio/pcm;rate={PCM_RATE};channels=1;format=s16le"
         return Stream(audio_stream(lookout, name), media_type=media, headers=headers)
 
-    @websocket(routes.INGEST, name="streams:ingest", opt={"scope": CONTROL})
+    @websocket(routes.INGEST, name="streams:ingest", opt={"scope": CONTROL, "token": INGEST})
     async def ingest(self, socket: WebSocket[Any, Any, Any], name: str, lookout: AppState) -> None:
         """Binary messages, one JPEG each, become frames of source `name` (a webcam)."""
         await ingest_frames(socket, lookout, name)

@@ -8,23 +8,31 @@ from litestar import Controller, Request, post
 from litestar.exceptions import ClientException
 
 from api import routes
-from api.auth import authenticate, require_scope
-from api.controllers import SECURED, errors
-from api.schemas import TokenOut
+from api.auth import authenticate, mint, require_scope
+from api.controllers import CHANGES, SECURED, errors
+from api.schemas import TokenIn, TokenOut
 from api.state import AppState
-from api.tokens import issue
 
 
 class TokensController(Controller):
     tags = ["auth"]
-    guards = [require_scope]
+    guards = [require_scope]  # no `token` opt: a token never mints a token
     security = SECURED
 
-    @post(routes.TOKENS, name="auth:token", operation_id="createToken", responses=errors(400, 401))
-    async def token(self, request: Request[Any, Any, Any], lookout: AppState) -> TokenOut:
-        """A token with this key's scope, valid MEDIA_TOKEN_TTL seconds: put it in EventSource,
-        MJPEG, <img> and WebSocket URLs as `?token=` so the key itself never lands in a URL."""
+    @post(
+        routes.TOKENS,
+        name="auth:token",
+        operation_id="createToken",
+        responses=errors(401, *CHANGES, 413, 422),
+    )
+    async def token(
+        self, request: Request[Any, Any, Any], data: TokenIn, lookout: AppState
+    ) -> TokenOut:
+        """A token for one source's media URLs (`?token=`), valid MEDIA_TOKEN_TTL seconds (or
+        `ttl`, at most MEDIA_TOKEN_MAX_TTL): scope `media` reads events, MJPEG, frame and audio;
+        `ingest` (control keys) also sends frames. The key itself never lands in a URL."""
         if not lookout.keyring.enabled:
             raise ClientException(detail="no API keys are configured: URLs need no token")
-        minted = issue(authenticate(lookout.keyring, request), lookout.settings.media_token_ttl)
-        return TokenOut(minted.token, minted.scope, minted.expires_at)
+        key = authenticate(lookout.keyring, request)
+        minted = mint(key, data.source, data.scope, data.ttl, lookout.settings)
+        return TokenOut(minted.token, minted.scope, minted.source, minted.expires_at)

@@ -12,16 +12,20 @@ const state = { source: null, config: null, events: null, video: null, audio: nu
 // --- API keys: asked once, remembered in this browser ---------------------------------
 function apiKey() { return localStorage.getItem("lookout.key") || ""; }
 // URLs that cannot carry a header (EventSource, WebSocket) get a short-lived token, never
-// the key itself: keys in URLs end up in logs and browser history.
-let mediaToken = null;  // {token, expires_at}
-async function withToken(url) {
+// the key itself: keys in URLs end up in logs and browser history. A token opens the media
+// of one source only (scope "media"), or also its ingest socket (scope "ingest").
+const mediaTokens = new Map();  // "scope source" -> {token, expires_at}
+async function withToken(url, source, scope = "media") {
   if (!apiKey()) return url;
-  if (!mediaToken || mediaToken.expires_at * 1000 - Date.now() < 60_000) {
-    const resp = await api("/api/tokens", { method: "POST" });
-    mediaToken = resp.ok ? await resp.json() : null;
-    if (!mediaToken) return url;  // no keys on the server after all: the URL needs none
+  const id = scope + " " + source;
+  let minted = mediaTokens.get(id);
+  if (!minted || minted.expires_at * 1000 - Date.now() < 60_000) {
+    const resp = await api("/api/tokens", { method: "POST", body: JSON.stringify({ source, scope }) });
+    minted = resp.ok ? await resp.json() : null;
+    if (!minted) return url;  // no keys on the server after all: the URL needs none
+    mediaTokens.set(id, minted);
   }
-  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(mediaToken.token);
+  return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(minted.token);
 }
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
@@ -112,7 +116,7 @@ function secondsUntilShown(cycle) {
 
 // --- Commentary (SSE) -------------------------------------------------------------------
 async function openEvents(name) {
-  const es = new EventSource(await withToken(`/api/sources/${encodeURIComponent(name)}/events`));
+  const es = new EventSource(await withToken(`/api/sources/${encodeURIComponent(name)}/events`, name));
   if (state.source !== name) { es.close(); return; }  // the viewer moved on meanwhile
   state.events = es;
   es.onopen = () => dot("connection", "ok");
@@ -121,7 +125,7 @@ async function openEvents(name) {
     // Closed for good (an expired token answers 401): reopen with a fresh token. The new
     // stream starts with a replay of recent history; addHistory skips what is shown.
     if (es.readyState === EventSource.CLOSED && state.events === es) {
-      mediaToken = null;
+      mediaTokens.delete("media " + name);
       setTimeout(() => { if (state.events === es) openEvents(name); }, 1000);
     }
   };
@@ -326,7 +330,7 @@ async function toggleWebcam() {
   video.srcObject = stream; video.muted = true; await video.play();
   const canvas = document.createElement("canvas");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(await withToken(`${proto}//${location.host}/api/sources/${encodeURIComponent(name)}/ingest`));
+  const ws = new WebSocket(await withToken(`${proto}//${location.host}/api/sources/${encodeURIComponent(name)}/ingest`, name, "ingest"));
   ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.error) setStatus("webcam: " + m.error); };
   const fps = (state.config && state.config.display_fps) || 10;
   const timer = setInterval(() => {
