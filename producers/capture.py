@@ -24,6 +24,7 @@ from producers.sources import SourceOptions, parse_source_url, redact_url
 from producers.status import State, StatusWriter
 from shared.bus import REDIS_ERRORS
 from shared.settings import Settings
+from shared.urlpolicy import SourcePolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,10 @@ class Capture:
         options: SourceOptions | None = None,
         *,
         stop: asyncio.Event | None = None,
+        policy: SourcePolicy | None,
     ) -> None:
+        """`policy`: the source URL policy the reader checks before opening (the supervisor);
+        None opens whatever `url` says (`lookout producer --url`, run by the operator)."""
         opts = options or SourceOptions()
         self.name = name
         self.source = parse_source_url(url)
@@ -85,6 +89,8 @@ class Capture:
             open_timeout=settings.open_timeout,
             read_timeout=settings.stall_timeout,
             max_bytes=settings.max_frame_bytes,
+            max_pixels=settings.ingest_pixel_limit,
+            policy=policy,
         )
         self.publisher = FramePublisher(
             redis, settings, name, url=url, max_edge=opts.max_edge, quality=opts.jpeg_quality
@@ -256,7 +262,9 @@ class Capture:
         raise TimeoutError
 
     def _close_reader(self, reader: FrameReader) -> None:
-        # Close in the thread that last read from it, after any read still running there.
+        # Cut a read still running short where the reader can (a socket), then close in the
+        # thread that last read from it, after that read returned.
+        reader.interrupt()
         owner = self._abandoned[-1] if self._abandoned else self._executor
         owner.submit(reader.close)
         self._drop_abandoned()

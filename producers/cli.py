@@ -64,9 +64,9 @@ async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> in
     redis = connect_redis(settings.redis_url)
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    capture = Capture(
-        redis, settings, name, url, SourceOptions(loop=False) if once else None, stop=stop
-    )
+    options = SourceOptions(loop=False) if once else None
+    # The operator's own command line: no source policy (it guards URLs from API clients).
+    capture = Capture(redis, settings, name, url, options, stop=stop, policy=None)
     try:
         ended = await capture.run()
     except CaptureFailed as exc:

@@ -4,6 +4,8 @@ The truth is the "desired sources" hash (`Keys.producer_desired`): name -> `Desi
 (url, options, and the id of the arq job meant to capture it). Starting a source writes it
 there and enqueues that job on `Keys.producer_queue`; stopping removes it and aborts the job.
 Supervisors run the jobs and take over sources whose claim lapsed (producers/supervisor.py).
+A source that cannot work (a policy refusal, an unreadable file) stays in the hash with its
+`error`, so the API can show why, until it is stopped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from producers.status import read_producer_status
 from shared.arqpool import arq_client as shared_arq_client
 from shared.keys import Keys, validate_source_name
 from shared.settings import Settings
+from shared.urlpolicy import SourcePolicy, check_source_url
 
 CAPTURE_JOB = "capture_source"
 ACTIVE_STATES = ("connecting", "live", "reconnecting")
@@ -42,6 +45,7 @@ class DesiredSource(msgspec.Struct, frozen=True, kw_only=True):
     options: SourceOptions = msgspec.field(default_factory=SourceOptions)
     job_id: str = ""
     created_at: float = 0.0
+    error: str = ""  # set by the supervisor when the source failed for good; not retried
 
 
 def encode_desired(entry: DesiredSource) -> bytes:
@@ -82,11 +86,14 @@ async def start_source(
 ) -> str:
     """Ask the supervisors to capture `url` as source `name`; returns the capture job id.
 
-    Raises SourceNameError (bad name), SourceUrlError (bad or unsupported URL), SourceExists
-    (already wanted, or captured by a standalone producer).
+    Raises SourceNameError (bad name), SourceUrlError (bad or unsupported URL),
+    SourcePolicyError (a URL the source policy refuses, checked lexically: nothing is looked up
+    here), SourceExists (already wanted, failed and not yet removed, or captured by a standalone
+    producer).
     """
     validate_source_name(name)
     parse_source_url(url)
+    check_source_url(url, SourcePolicy.from_settings(settings))
     keys = Keys(settings.key_prefix)
     status = await read_producer_status(redis, settings, name)
     if status is not None and status.get("state") in ACTIVE_STATES:
@@ -103,6 +110,9 @@ async def start_source(
         created_at=time.time(),
     )
     if not await redis.hsetnx(keys.producer_desired, name, encode_desired(entry).decode()):  # type: ignore[misc]
+        current = await get_desired(redis, settings, name)
+        if current is not None and current.error:
+            raise SourceExists(f"source {name!r} failed ({current.error}); remove it first")
         raise SourceExists(f"source {name!r} is already running")
     # A pending claim keeps supervisors from starting a second job before this one is picked up.
     await redis.set(

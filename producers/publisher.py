@@ -81,15 +81,24 @@ class FramePublisher:
     async def publish_jpeg(self, data: bytes, ts: float | None = None) -> FrameRecord:
         """Validate and publish a JPEG from outside (raises shared.jpeg.JpegError).
 
+        Its header is checked against MAX_FRAME_BYTES and MAX_INGEST_PIXELS before decoding.
         The bytes are stored as sent unless the picture exceeds MAX_FRAME_EDGE, in which case
-        it is re-encoded smaller.
+        it is decoded reduced and re-encoded smaller.
         """
         ts = time.time() if ts is None else ts
-        image = await asyncio.to_thread(decode_jpeg, data, self._settings.max_frame_bytes)
+        image = await asyncio.to_thread(self._decode, data)
         height, width = image.shape[:2]
         if max(height, width) > self.max_edge:
             return await self.publish_image(image, ts)
         return await self.publish_encoded(data, int(width), int(height), ts)
+
+    def _decode(self, data: bytes) -> Image:
+        return decode_jpeg(
+            data,
+            self._settings.max_frame_bytes,
+            max_pixels=self._settings.ingest_pixel_limit,
+            max_edge=self.max_edge,
+        )
 
     async def publish_encoded(self, jpeg: bytes, width: int, height: int, ts: float) -> FrameRecord:
         """XADD an already bounded and encoded frame (producers encode in their reader thread)."""

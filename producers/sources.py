@@ -2,23 +2,21 @@
 
 The URL alone decides the kind, and every check here runs before anything is opened, so a
 typo or an unsupported scheme is a clear error at once instead of a producer that retries
-forever.
+forever. Whether a URL may be opened at all is `shared.urlpolicy`'s question.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
+from shared.urlpolicy import DEVICE_INDEX, DEVICE_PATH
+
 MAX_URL_CHARS = 2048
-_DEVICE_PATH = re.compile(r"^/dev/video(\d{1,3})$")
-_DEVICE_INDEX = re.compile(r"^\d{1,3}$")
 
 
 class SourceUrlError(ValueError):
@@ -77,7 +75,7 @@ def parse_source_url(url: str) -> SourceUrl:
         raise SourceUrlError(f"source URL of {len(url)} characters exceeds {MAX_URL_CHARS}")
     if any(ord(c) < 32 or c == "\x7f" for c in url) or url != url.strip():
         raise SourceUrlError(f"source URL {url!r} contains whitespace or control characters")
-    if match := _DEVICE_PATH.fullmatch(url) or _DEVICE_INDEX.fullmatch(url):
+    if match := DEVICE_PATH.fullmatch(url) or DEVICE_INDEX.fullmatch(url):
         return SourceUrl(url, SourceKind.DEVICE, int(match.group(match.re.groups)))
     if "://" not in url:
         return SourceUrl(url, SourceKind.FILE, _file_target(url))
@@ -103,10 +101,9 @@ def parse_source_url(url: str) -> SourceUrl:
 
 
 def _file_target(path: str) -> str:
+    # Nothing is looked up on disk here: the API parses URLs of files on another host.
     if not path:
         raise SourceUrlError("file source without a path")
-    if Path(path).is_dir():
-        raise SourceUrlError(f"{path!r} is a directory, not a video file")
     return path
 
 

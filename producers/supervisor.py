@@ -5,8 +5,9 @@ by a claim (`Keys.producer_claim`, SET NX with TTL CLAIM_TTL, renewed by its hol
 killed supervisor's arq job would only be retried when its in-progress key expires (a year:
 the capture job's timeout), so supervisors also reconcile: any desired source whose claim
 lapsed gets a fresh job, and the dead job's arq keys are removed so they never clog the queue.
-A capture that crashes is restarted in place; one whose file cannot be read is dropped from
-the desired sources with its error left in the status.
+A capture that crashes is restarted in place; one that cannot work (a file that cannot be
+read, a URL the source policy refuses once resolved) stays in the desired sources marked with
+its error, never retried, until it is stopped: the API shows why it failed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Worker, func
@@ -41,6 +43,7 @@ from shared.bus import REDIS_ERRORS
 from shared.claims import Claims
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.urlpolicy import SourcePolicy
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +64,15 @@ class Supervisor:
         self.claims = Claims(redis, self.keys, int(settings.claim_ttl * 1000))
         self._tick = min(1.0, settings.claim_ttl / 3)
         self._workers: list[Worker] = []
+        self.policy = SourcePolicy.from_settings(settings)
 
     # --- the arq job ---
     async def capture_job(self, ctx: dict[str, Any], name: str) -> str:
         """Capture `name` until it is stopped, superseded, or this supervisor shuts down."""
         job_id = str(ctx["job_id"])
         entry = await get_desired(self.redis, self.settings, name)
-        if entry is None or entry.job_id != job_id:
-            return "superseded"  # stopped, or re-started under a newer job
+        if entry is None or entry.job_id != job_id or entry.error:
+            return "superseded"  # stopped, re-started under a newer job, or failed
         owner = f"{self.id} {job_id}"
         if self.shutting_down.is_set() or name in self.captures:
             return "not started here"
@@ -91,12 +95,18 @@ class Supervisor:
         while not stop.is_set():
             try:
                 capture = Capture(
-                    self.redis, self.settings, entry.name, entry.url, entry.options, stop=stop
+                    self.redis,
+                    self.settings,
+                    entry.name,
+                    entry.url,
+                    entry.options,
+                    stop=stop,
+                    policy=self.policy,
                 )
                 ended = await capture.run()
             except (CaptureFailed, SourceUrlError) as exc:
-                log.error("%s: %s; dropping the source", entry.name, exc)
-                await self._forget(entry)
+                log.error("%s: %s; the source failed", entry.name, exc)
+                await self._mark_failed(entry, str(exc))
                 return f"failed: {exc}"
             except Exception:
                 delay = backoff.next()
@@ -145,6 +155,13 @@ class Supervisor:
         if current is not None and current.job_id == entry.job_id:
             await self.redis.hdel(self.keys.producer_desired, entry.name)  # type: ignore[misc]
 
+    async def _mark_failed(self, entry: DesiredSource, error: str) -> None:
+        raw = await self.redis.hget(self.keys.producer_desired, entry.name)  # type: ignore[misc]
+        current = None if raw is None else decode_desired(raw)
+        if raw is not None and current is not None and current.job_id == entry.job_id:
+            failed = msgspec.structs.replace(current, error=error[:500] or "failed")
+            await self.claims.replace_desired(entry.name, raw, encode_desired(failed))
+
     # --- takeover ---
     async def reconcile(self) -> None:
         """Give every desired source without a live claim a fresh capture job."""
@@ -152,7 +169,7 @@ class Supervisor:
         for field, value in raw.items():
             name = field.decode()
             entry = decode_desired(value)
-            if entry is None or name in self.captures:
+            if entry is None or entry.error or name in self.captures:
                 continue
             if len(self.captures) >= self.settings.max_sources_per_supervisor:
                 return  # leave it to a supervisor with room

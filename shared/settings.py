@@ -22,6 +22,8 @@ ENGINES = ("cpu", "minicpmo", "transformers")
 ENGINE_DEVICES = ("auto", "cuda", "cpu")
 RTSP_TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+AUTO_MIN_INGEST_PIXELS = 4096 * 2160  # a 4K camera frame, decoded: 26.5 MB of BGR
+SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "device")  # see shared/urlpolicy.py
 
 
 class SettingsError(ValueError):
@@ -145,6 +147,14 @@ class Settings:
         lo=10_000,
         hi=50_000_000,
     )
+    max_ingest_pixels: int = _var(
+        0,
+        "Largest picture (width x height, read from its header before decoding) accepted from a "
+        "client, camera, file or the frames stream (0: MAX_FRAME_EDGE squared, at least 4096x2160)",
+        "server",
+        lo=0,
+        hi=200_000_000,
+    )
     viewer_queue: int = _var(
         8,
         "Messages buffered per viewer before a slow viewer starts dropping",
@@ -198,6 +208,27 @@ class Settings:
     )
     max_sources_per_supervisor: int = _var(
         64, "Most sources one producer supervisor captures at once", "capture", lo=1, hi=10_000
+    )
+    source_schemes: str = _var(
+        ",".join(SOURCE_SCHEMES),
+        "Kinds of source the API and supervisors accept, comma-separated, from: "
+        + ", ".join(SOURCE_SCHEMES),
+        "capture",
+    )
+    source_file_roots: str = _var(
+        "var,media",
+        "Folders (comma-separated) whose video files may be sources; others are refused",
+        "capture",
+    )
+    source_allow_private: bool = _var(
+        True,
+        "Network sources may be private addresses (10/8, 192.168/16, fc00::/7 ...): LAN cameras",
+        "capture",
+    )
+    source_allow_loopback: bool = _var(
+        False,
+        "Network sources may be this host (127.0.0.1, ::1, localhost), where Redis and the API run",
+        "capture",
     )
 
     # --- Inference (worker) ---
@@ -309,6 +340,14 @@ class Settings:
         "", "Name of this worker in leases and status (empty: host-pid)", "process"
     )
 
+    @property
+    def ingest_pixel_limit(self) -> int:
+        """MAX_INGEST_PIXELS, or its automatic value: frames are never bigger than the longest
+        edge squared, and cameras send up to 4K whatever the edge frames are shrunk to."""
+        if self.max_ingest_pixels:
+            return self.max_ingest_pixels
+        return max(self.max_frame_edge**2, AUTO_MIN_INGEST_PIXELS)
+
 
 def settings_fields() -> list[dataclasses.Field[Any]]:
     """The fields of `Settings` in declaration order (for docs and .env.example)."""
@@ -409,6 +448,13 @@ def _check_consistency(s: Settings) -> None:
     if s.media_token_ttl > s.media_token_max_ttl:
         raise SettingsError(
             f"MEDIA_TOKEN_TTL={s.media_token_ttl} must be at most MEDIA_TOKEN_MAX_TTL={s.media_token_max_ttl}"
+        )
+    unknown_schemes = {x.strip() for x in s.source_schemes.split(",") if x.strip()} - set(
+        SOURCE_SCHEMES
+    )
+    if unknown_schemes:
+        raise SettingsError(
+            f"SOURCE_SCHEMES={s.source_schemes!r}: expected some of {', '.join(SOURCE_SCHEMES)}"
         )
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")

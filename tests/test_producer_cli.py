@@ -34,7 +34,7 @@ def _run_to_exit(args: list[str], env: dict[str, str]) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("url", "code", "message"),
     [
-        ("/nonexistent/clip.mp4", 1, "does not exist"),
+        ("/nonexistent/clip.mp4", 1, "missing, unreadable or not a video"),
         ("truncated", 1, "truncated.mp4"),
         ("ftp://host/clip.mp4", 2, "unsupported scheme 'ftp'"),
     ],

@@ -40,7 +40,9 @@ async def test_images_are_bounded_numbered_and_time_ordered(
     assert second.ts > first.ts == 1000.0
     stored = await _records(redis_client, keys, "cam")
     assert stored == [first, second]
-    assert decode_jpeg(stored[0].jpeg, settings.max_frame_bytes).shape == (720, 1280, 3)
+    assert decode_jpeg(
+        stored[0].jpeg, settings.max_frame_bytes, max_pixels=settings.ingest_pixel_limit
+    ).shape == (720, 1280, 3)
     state = await SourceRegistry(redis_client, keys, "x").state("cam")
     assert state is not None and state.url == "clip.mp4"
 
@@ -75,7 +77,7 @@ async def test_client_jpegs_are_stored_as_sent_or_shrunk(
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "not a JPEG"),
         (b"\xff\xd8", "too short"),
         ("truncated", "truncated JPEG"),
-        ("garbage-inside", "could not be decoded"),
+        ("garbage-inside", "malformed JPEG"),
         ("oversize", "exceeds the limit"),
     ],
 )

@@ -41,6 +41,13 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mp4(tmp_path_factory.mktemp("sup") / "clip.mp4", seconds=2)
 
 
+@pytest.fixture
+def settings(test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The test's settings, with its temporary folders as the roots of file sources."""
+    roots = {"SOURCE_FILE_ROOTS": str(tmp_path_factory.getbasetemp())}
+    return load_settings({**test_env, **roots}, env_file=None)
+
+
 async def test_start_and_stop_validate_and_refuse_duplicates(
     redis_client: aioredis.Redis, settings: Settings, keys: Keys, clip: Path
 ) -> None:
@@ -73,8 +80,11 @@ async def test_a_source_captured_by_a_standalone_producer_cannot_be_started(
 
 
 @pytest.fixture
-def supervisor_env(test_env: dict[str, str]) -> dict[str, str]:
-    return {**test_env, **SUPERVISOR_ENV}
+def supervisor_env(
+    test_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    roots = {"SOURCE_FILE_ROOTS": str(tmp_path_factory.getbasetemp())}
+    return {**test_env, **SUPERVISOR_ENV, **roots}
 
 
 @pytest.fixture
@@ -192,14 +202,17 @@ async def test_two_supervisors_capture_each_source_once_and_sigterm_hands_over(
 
     await _until(lambda: all_live(pids), 30, "four live sources")
 
-    async def broken_dropped() -> bool:
+    async def broken_failed() -> bool:
         status = await read_producer_status(redis_client, settings, "broken") or {}
-        desired = [e.name for e in await list_desired(redis_client, settings)]
-        return status.get("state") == "stopped" and "broken" not in desired
+        failed = [e.name for e in await list_desired(redis_client, settings) if e.error]
+        return status.get("state") == "stopped" and failed == ["broken"]
 
-    await _until(broken_dropped, 10, "the unreadable file dropped")
+    await _until(broken_failed, 10, "the unreadable file marked failed")
     status = await read_producer_status(redis_client, settings, "broken")
     assert status is not None and "broken.mp4" in status["error"]
+    with pytest.raises(SourceExists, match="failed"):  # kept, with its error, until removed
+        await start_source(redis_client, settings, "broken", str(broken))
+    await stop_source(redis_client, settings, "broken")
     await asyncio.sleep(2)  # long enough for a second capture of a source to show
     assert one.stop(signal.SIGTERM) == 0, one.log()  # a graceful stop releases its claims
     await _until(lambda: all_live({str(two.proc.pid)}), 20, "all sources on the second")

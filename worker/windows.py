@@ -58,6 +58,7 @@ class SampleBuffer:
         self._per_window = settings.frames_per_inference
         self._stride = settings.frame_stride
         self._max_bytes = settings.max_frame_bytes
+        self._max_pixels = settings.ingest_pixel_limit
         span = (self._per_window - 1) * self._stride + 1
         self._samples: deque[Sample] = deque(maxlen=span)
         self.last_seq = -1  # newest frame seen (sampled or not)
@@ -84,7 +85,7 @@ class SampleBuffer:
         if self._samples and record.ts - self.newest_ts < self._period * FPS_TOLERANCE:
             return False
         try:
-            image = decode_jpeg(record.jpeg, self._max_bytes)
+            image = decode_jpeg(record.jpeg, self._max_bytes, max_pixels=self._max_pixels)
         except JpegError as exc:
             self.rejected += 1
             log.warning("%s: skipped frame %d: %s", self.source, record.seq, exc)
