@@ -69,6 +69,8 @@ class SourceOut(msgspec.Struct):
     instruction: str
     instruction_rev: int
     created_at: float
+    state: str | None = None  # the producer's: connecting, live, reconnecting, stopped, failed
+    error: str | None = None  # why it is not live (a failed source keeps it until removed)
 
 
 class SourcesOut(msgspec.Struct):

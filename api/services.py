@@ -98,29 +98,58 @@ class SourceService:
             raise UnknownSourceError(name)
         return name
 
+    async def _desired(self) -> dict[str, control.DesiredSource]:
+        return {e.name: e for e in await control.list_desired(self.redis, self.settings)}
+
     async def list(self) -> SourcesOut:
-        out: list[SourceOut] = []
-        for name in await self.state.registry.names():
-            st = await self.state.registry.state(name)
-            if st is not None:
-                out.append(
-                    SourceOut(
-                        st.name,
-                        redacted(st.url),
-                        st.instruction,
-                        st.instruction_rev,
-                        st.created_at,
-                    )
-                )
-        return SourcesOut(out)
+        """Registered sources, and started ones that have no frame yet or failed."""
+        desired = await self._desired()
+        names = sorted(set(await self.state.registry.names()) | set(desired))
+        out = [await self._source_out(n, desired.get(n)) for n in names]
+        return SourcesOut([o for o in out if o is not None])
 
     async def get(self, name: str) -> SourceOut:
-        st = await self.state.registry.state(await self.require(name))
-        if st is None:
+        try:
+            validate_source_name(name)
+        except SourceNameError:
+            raise UnknownSourceError(name) from None
+        entry = await control.get_desired(self.redis, self.settings, name)
+        out = await self._source_out(name, entry)
+        if out is None:
             raise UnknownSourceError(name)
+        return out
+
+    async def _source_out(self, name: str, entry: control.DesiredSource | None) -> SourceOut | None:
+        st = await self.state.registry.state(name)
+        if st is None and entry is None:
+            return None
+        state, error = await self._producer_state(name, entry)
+        if st is None:
+            assert entry is not None
+            instruction = self.settings.default_instruction
+            return SourceOut(
+                name, redacted(entry.url), instruction, 0, entry.created_at, state, error
+            )
         return SourceOut(
-            st.name, redacted(st.url), st.instruction, st.instruction_rev, st.created_at
+            st.name,
+            redacted(st.url),
+            st.instruction,
+            st.instruction_rev,
+            st.created_at,
+            state,
+            error,
         )
+
+    async def _producer_state(
+        self, name: str, entry: control.DesiredSource | None
+    ) -> tuple[str | None, str | None]:
+        """(state, error) of the producer of `name`: "failed" for good, or what it reports."""
+        if entry is not None and entry.error:
+            return "failed", entry.error
+        status = await read_producer_status(self.redis, self.settings, name)
+        if status is None:
+            return None, None
+        return status.get("state"), status.get("error") or None
 
     async def set_instruction(self, name: str, instruction: str) -> InstructionOut:
         await self.require(name)
@@ -201,7 +230,9 @@ class SourceService:
     async def status(self) -> StatusOut:
         """Producer, worker, speech and viewers of every source."""
         workers = await self._workers()
-        sources = [await self._source_status(n, workers) for n in await self.state.registry.names()]
+        desired = await self._desired()
+        names = sorted(set(await self.state.registry.names()) | set(desired))
+        sources = [await self._source_status(n, workers, desired.get(n)) for n in names]
         return StatusOut(sources, workers, self.state.viewers())
 
     async def _workers(self) -> dict[str, dict[str, str]]:
@@ -214,9 +245,13 @@ class SourceService:
                 workers[name[len(head) :]] = _strs(raw)
         return workers
 
-    async def _source_status(self, name: str, workers: dict[str, dict[str, str]]) -> SourceStatus:
+    async def _source_status(
+        self, name: str, workers: dict[str, dict[str, str]], entry: control.DesiredSource | None
+    ) -> SourceStatus:
         status = await read_producer_status(self.redis, self.settings, name)
         producer: dict[str, object] | None = dict(status) if status is not None else None
+        if entry is not None and entry.error:  # failed for good: its status key may be gone
+            producer = {**(producer or {}), "state": "failed", "error": entry.error}
         lease = await self.redis.get(self.keys.lease(name))
         worker = lease.decode() if isinstance(lease, bytes) else lease
         stats = _strs(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]
