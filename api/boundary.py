@@ -4,7 +4,8 @@ a request may carry. Checked by an app-wide guard before the key guard (api/auth
 - **Listening**: with no API keys, only on loopback, unless ALLOW_OPEN=true (api/cli.py).
 - **Host** must be a loopback name, the bind address or one of ALLOWED_HOSTS, else 400. A page
   on another site that rebinds its DNS name to this machine still sends its own name as Host,
-  so it cannot read what the API serves.
+  so it cannot read what the API serves. `/health` (opt `any_host`) answers any Host: it tells
+  nothing, and orchestrators probe it by address.
 - **Origin**: a state-changing request (POST, PUT, PATCH, DELETE) or the ingest WebSocket that
   carries an `Origin` must come from the API's own origin or one in CORS_ORIGINS, else 403.
   Clients outside browsers send no Origin; keys guard them.
@@ -114,7 +115,8 @@ async def check_boundary(
     """Guard on every route: Host, then Origin where it matters, then the body's type."""
     boundary: Boundary = connection.app.state.lookout.boundary
     host = connection.headers.get("host")
-    boundary.check_host(host)
+    if not handler.opt.get("any_host"):
+        boundary.check_host(host)
     method = connection.scope.get("method")
     websocket = connection.scope["type"] == ScopeType.WEBSOCKET
     if websocket or method in STATE_CHANGING:
