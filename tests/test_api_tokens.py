@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 import websockets
 
 from api.auth import KeyRing, parse_keys
+from api.redact import redact
 from api.tokens import TokenError, issue, verify
 from shared.keys import Keys
 from shared.sources import SourceRegistry
@@ -203,3 +204,18 @@ async def test_keys_in_urls_are_refused_and_never_logged(
 
 async def _logged(server: ApiServer, text: str) -> bool:
     return text in server.proc.log()
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("GET /a?%6Bey=SECRET HTTP/1.1", "GET /a?key=*** HTTP/1.1"),
+        ("/a?key%3DSECRET", "/a?key=***"),
+        ("/a?limit=5&token=SECRET&x=1", "/a?limit=5&token=***&x=1"),
+        ("/a?%0Akey=SECRET", "/a??key=***"),  # no line break forged into the log
+        ("/a?api_key=SECRET;b=2", "/a?api_key=***;b=2"),
+        ("/a?limit=5", "/a?limit=5"),
+    ],
+)
+def test_redaction_masks_every_spelling_of_a_key_parameter(line: str, shown: str) -> None:
+    assert redact(line) == shown
