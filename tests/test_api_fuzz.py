@@ -43,7 +43,7 @@ KEY = "fuzz-control-key"
 PREFIX = f"fuzz{os.getpid()}"
 ENDLESS = ("streamEvents", "streamMjpeg", "streamAudio")
 # Bounded so the whole run stays well under a minute on two cores.
-EXAMPLES = 25
+EXAMPLES = 50
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
