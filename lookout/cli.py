@@ -21,7 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("worker.cli", "comment on every active source with the configured engine"),
     "api": ("api.cli", "serve the HTTP API and the page"),
     "tail": ("lookout.tail", "print a source's live messages as they cross Redis"),
-    "models": ("worker.models_cli", "check, patch or synthesise (random weights) a MiniCPM-o checkpoint"),
+    "models": (
+        "worker.models_cli",
+        "check, patch or synthesise (random weights) a MiniCPM-o checkpoint",
+    ),
     "health": ("lookout.health", "exit 0 if this container's process is healthy"),
 }
 

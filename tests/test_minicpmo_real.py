@@ -193,3 +193,60 @@ def test_a_window_too_long_for_the_static_cache_streams_through_generate(
     cancel.set()
     assert first.tokens > 0 and first.text
     assert engine.decoder.steps == before  # HF generate() on the model's llm, not the step
+
+
+def test_pixels_made_on_the_device_equal_the_processors(
+    engine: Any, frames: list[WindowFrame]
+) -> None:
+    from worker.engines import minicpmo_text as text
+    from worker.engines.minicpmo_inputs import device_inputs
+    from worker.engines.transformers_engine import frames_to_pil
+
+    for width, height in ((640, 360), (1280, 720), (320, 240)):
+        images = [
+            cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)
+            for j in make_jpegs(2, width, height)
+        ]
+        window_frames = [WindowFrame(seq=i, ts=0.0, image=img) for i, img in enumerate(images)]
+        prompt = text.build_prompt_text(engine.processor.tokenizer, 2, "What?")
+        ours = device_inputs(engine.processor, prompt, window_frames, engine.device)
+        theirs = text.processor_inputs(
+            engine.processor, prompt, frames_to_pil(window_frames), engine.device
+        )
+        assert torch.equal(ours["input_ids"], theirs["input_ids"])
+        assert torch.equal(ours["image_bound"][0], theirs["image_bound"][0])
+        assert torch.equal(ours["tgt_sizes"][0].int(), theirs["tgt_sizes"][0].int())
+        for mine, reference in zip(ours["pixel_values"][0], theirs["pixel_values"][0], strict=True):
+            levels = (mine - reference).abs() * 255 / 2  # values are (x/255 - 0.5) / 0.5
+            assert mine.shape == reference.shape and float(levels.max()) <= 2.01
+            assert float((levels > 0.5).float().mean()) < 1e-3  # nearly every pixel equal
+
+
+def test_frames_of_different_sizes_go_through_the_processor(engine: Any) -> None:
+    from worker.engines.minicpmo_inputs import device_inputs
+
+    mixed = [
+        WindowFrame(seq=0, ts=0.0, image=np.zeros((360, 640, 3), np.uint8)),
+        WindowFrame(seq=1, ts=0.0, image=np.zeros((240, 320, 3), np.uint8)),
+    ]
+    assert device_inputs(engine.processor, "<image>./</image>", mixed, engine.device) is None
+    chunks = list(engine.stream(window(mixed, max_new=4), threading.Event()))
+    assert sum(c.tokens for c in chunks) > 0
+
+
+def test_vision_attention_through_sdpa_equals_the_models_eager_attention(
+    engine: Any, frames: list[WindowFrame]
+) -> None:
+    inputs, _ = prompt_embeds(engine, frames)
+    layers = engine.model.vpm.encoder.layers
+    assert engine.info().extra["vision_attention"] == f"sdpa ({len(layers)} layers)"
+    with torch.inference_mode():
+        fused = engine.model.get_vision_embedding(inputs)[0]
+        swapped = [layer.self_attn.__dict__.pop("forward") for layer in layers]  # eager again
+        try:
+            eager = engine.model.get_vision_embedding(inputs)[0]
+        finally:
+            for layer, forward in zip(layers, swapped, strict=True):
+                layer.self_attn.forward = forward
+    scale = float(eager.abs().max())
+    assert float((fused - eager).abs().max()) <= scale * 2**-7 * 8  # 8 bf16 steps

@@ -47,7 +47,7 @@ class Agreement:
 def reference_logits(llm: Any, embeds: torch.Tensor, forced: torch.Tensor) -> torch.Tensor:
     """The model's own forward over prompt embeddings then `forced` ids: [n+1, vocab] floats,
     the logits after the prompt's last position and after each forced token."""
-    tokens = llm.model.embed_tokens(forced.view(1, -1)).to(embeds.dtype)
+    tokens = llm.model.embed_tokens(forced.view(1, -1).to(embeds.device)).to(embeds.dtype)
     whole = torch.cat([embeds, tokens], dim=1)
     out = llm(inputs_embeds=whole, use_cache=False, return_dict=True)
     length = int(embeds.shape[1])

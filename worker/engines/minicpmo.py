@@ -56,6 +56,7 @@ class MiniCPMoEngine(Engine):
         self.device: Any = None
         self.stop_ids: frozenset[int] = frozenset()
         self.speech = False
+        self.vision_attention = "eager"
         self._info = EngineInfo(engine=self.name, checkpoint=settings.model_path)
 
     def preflight(self) -> tuple[dict[str, Any], str]:
@@ -108,6 +109,7 @@ class MiniCPMoEngine(Engine):
                 "quantization": quant_method(config) or "none",
                 "decode": self.decoder.mode if self.decoder else "generate",
                 "prefill": self._prefill_mode(),
+                "vision_attention": self.vision_attention,
                 "tts": "on" if s.enable_tts else "off",
                 "ref_audio": reference,
             },
@@ -152,6 +154,10 @@ class MiniCPMoEngine(Engine):
         from worker.engines.minicpmo_text import TERMINATORS
 
         self.stop_ids = stop_token_ids(processor.tokenizer, TERMINATORS)
+        if hasattr(model, "vpm"):
+            from worker.engines.minicpmo_vision import use_sdpa
+
+            self.vision_attention = f"sdpa ({use_sdpa(model.vpm)} layers)"
         on_cuda = getattr(device, "type", "cpu") == "cuda"
         self.decoder = build_fast_decoder(
             model,
@@ -177,33 +183,44 @@ class MiniCPMoEngine(Engine):
     def stream(self, request: EngineRequest, cancel: threading.Event) -> Iterator[Chunk]:
         if self.model is None:
             raise EngineError("engine not loaded: call load() first")
-        images = frames_to_pil(request.frames)
         prompt = compose_prompt(request)
         if request.speak and self.speech:
-            yield from self._speak(images, prompt, request, cancel)
+            yield from self._speak(prompt, request, cancel)
         else:
-            yield from self._write(images, prompt, request, cancel)
+            yield from self._write(prompt, request, cancel)
 
     def _speak(
-        self, images: list[Any], prompt: str, request: EngineRequest, cancel: threading.Event
+        self, prompt: str, request: EngineRequest, cancel: threading.Event
     ) -> Iterator[Chunk]:
         from worker.engines.minicpmo_speech import speech_chunks
 
         s = self.settings
         limit = min(request.max_new_tokens, s.tts_max_new_tokens)
+        images = frames_to_pil(request.frames)
         yield from speech_chunks(
             self.model, images, prompt, limit, s.decode_temperature, s.tts_pause_after, cancel
         )
 
+    def _inputs(self, prompt_text: str, request: EngineRequest) -> Any:
+        """Model inputs: pixels made on the device where it can, else by the processor."""
+        from worker.engines import minicpmo_text as text
+        from worker.engines.minicpmo_inputs import device_inputs
+
+        inputs = device_inputs(self.processor, prompt_text, list(request.frames), self.device)
+        if inputs is None:
+            images = frames_to_pil(request.frames)
+            inputs = text.processor_inputs(self.processor, prompt_text, images, self.device)
+        return inputs
+
     def _write(
-        self, images: list[Any], prompt: str, request: EngineRequest, cancel: threading.Event
+        self, prompt: str, request: EngineRequest, cancel: threading.Event
     ) -> Iterator[Chunk]:
         from worker.engines import minicpmo_text as text
         from worker.engines.fast_decode import SamplingParams
 
         tokenizer = self.processor.tokenizer
-        prompt_text = text.build_prompt_text(tokenizer, len(images), prompt)
-        inputs = text.processor_inputs(self.processor, prompt_text, images, self.device)
+        prompt_text = text.build_prompt_text(tokenizer, len(request.frames), prompt)
+        inputs = self._inputs(prompt_text, request)
         embeds = text.embed(self.model, inputs)
         params = SamplingParams(temperature=self.settings.decode_temperature)
         ids = text.token_ids(
