@@ -7,13 +7,20 @@ absent. The checkpoint is built once per test session by the real `lookout model
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 
+from shared.settings import Settings
 from tests.helpers import REPO
+from tests.media import make_jpegs
+from worker.engines.base import WindowFrame
 
 REMOTE_CODE = REPO.parent / "shared" / "reference" / "minicpmo45"
 
@@ -44,3 +51,29 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = synth(out, "--size", "tiny")
     assert done.returncode == 0, done.stdout + done.stderr
     return out
+
+
+def cpu_settings(checkpoint: Path, **changes: Any) -> Settings:
+    base = Settings(
+        engine="minicpmo",
+        model_path=str(checkpoint),
+        engine_device="cpu",
+        decode_temperature=0.0,
+        decode_max_len=1024,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_checkpoint: Path) -> Any:
+    from worker.engines.minicpmo import MiniCPMoEngine
+
+    loaded = MiniCPMoEngine(cpu_settings(tiny_checkpoint))
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def frames() -> list[WindowFrame]:
+    images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in make_jpegs(4)]
+    return [WindowFrame(seq=i, ts=float(i), image=img) for i, img in enumerate(images)]

@@ -236,6 +236,7 @@ def test_worker_reserves_one_nvidia_gpu_and_mounts_models_read_only(
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "./models:/app/models:ro" in worker["volumes"]
     assert "hf-cache:/home/lookout/.cache/huggingface" in worker["volumes"]
+    assert "compile-cache:/home/lookout/.cache/compile" in worker["volumes"]  # survives restarts
     assert worker["environment"]["ENGINE"] == "${ENGINE:-minicpmo}"
 
 
@@ -278,7 +279,7 @@ def test_livekit_is_optional_and_redis_persists_to_a_volume(
     assert [n for n, s in services.items() if "profiles" in s] == ["livekit"]
     assert "./infra/livekit.yaml:/etc/livekit.yaml:ro" in services["livekit"]["volumes"]
     assert "redis-data:/data" in services["redis"]["volumes"]
-    assert set(compose["volumes"]) == {"redis-data", "hf-cache"}
+    assert set(compose["volumes"]) == {"redis-data", "hf-cache", "compile-cache"}
 
 
 def test_bind_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:

@@ -114,6 +114,9 @@ def test_gpu_image_pins_the_cuda_base_and_checks_the_torch_build() -> None:
     assert f"torch.version.cuda == '{match.group(1)}'" in text
     env = " ".join(args for word, args in steps if word == "ENV")
     assert "HF_HOME=/home/lookout/.cache/huggingface" in env and "SERVER_HOST=0.0.0.0" in env
+    # Compile caches on the compose volume at /home/lookout/.cache/compile.
+    assert "TORCHINDUCTOR_CACHE_DIR=/home/lookout/.cache/compile/inductor" in env
+    assert "TRITON_CACHE_DIR=/home/lookout/.cache/compile/triton" in env
 
 
 def dockerignore_patterns() -> list[re.Pattern[str]]:

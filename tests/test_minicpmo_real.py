@@ -6,7 +6,6 @@ What is checked: the fast path is the one used, and it computes the model's own 
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,41 +14,21 @@ import cv2
 import numpy as np
 import pytest
 
-from shared.settings import Settings
 from tests.media import make_jpegs
-from tests.minicpmo_checkpoint import require_remote_code, synth, tiny_checkpoint
+from tests.minicpmo_checkpoint import (
+    cpu_settings,
+    engine,
+    frames,
+    require_remote_code,
+    synth,
+    tiny_checkpoint,
+)
 from worker.engines.base import EngineError, EngineRequest, WindowFrame
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-__all__ = ["tiny_checkpoint"]  # the fixture, used by name
-
-
-def cpu_settings(checkpoint: Path, **changes: Any) -> Settings:
-    base = Settings(
-        engine="minicpmo",
-        model_path=str(checkpoint),
-        engine_device="cpu",
-        decode_temperature=0.0,
-        decode_max_len=1024,
-    )
-    return dataclasses.replace(base, **changes)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_checkpoint: Path) -> Any:
-    from worker.engines.minicpmo import MiniCPMoEngine
-
-    loaded = MiniCPMoEngine(cpu_settings(tiny_checkpoint))
-    loaded.load()
-    return loaded
-
-
-@pytest.fixture(scope="module")
-def frames() -> list[WindowFrame]:
-    images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in make_jpegs(4)]
-    return [WindowFrame(seq=i, ts=float(i), image=img) for i, img in enumerate(images)]
+__all__ = ["engine", "frames", "tiny_checkpoint"]  # fixtures, used by name
 
 
 def window(frames: list[WindowFrame], max_new: int = 12) -> EngineRequest:

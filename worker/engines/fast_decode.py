@@ -19,24 +19,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from worker.engines.decoder_shape import DecoderParts, find_decoder
+from worker.engines.fast_decode_params import SamplingParams, sample
+
+__all__ = ["FastDecoder", "SamplingParams", "build_fast_decoder", "find_decoder", "sample"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Token choice: temperature 0 is greedy; otherwise top-k then top-p sampling."""
-
-    temperature: float = 0.7
-    top_k: int = 100
-    top_p: float = 0.8
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -53,22 +46,6 @@ def _cache_layer(cache: Any, index: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cache[index][0], cache[index][1]  # legacy tuple of tuples
 
 
-def sample(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Pick the next token from float logits [1, vocab]; returns a [1] int64 tensor."""
-    if params.temperature <= 0:
-        return logits.argmax(dim=-1)
-    scaled = logits / params.temperature
-    k = min(params.top_k, scaled.shape[-1]) if params.top_k > 0 else scaled.shape[-1]
-    values, indices = torch.topk(scaled, k, dim=-1)
-    probs = torch.softmax(values, dim=-1)
-    if params.top_p < 1.0:
-        cumulative = probs.cumsum(dim=-1)
-        keep = (cumulative - probs) < params.top_p  # always keeps the first
-        probs = torch.where(keep, probs, torch.zeros_like(probs))
-    choice = torch.multinomial(probs, 1)
-    return indices.gather(-1, choice).view(1)
-
-
 class FastDecoder:
     """Static-cache decoder over an existing model's weights (no copy of them).
 
@@ -77,7 +54,12 @@ class FastDecoder:
     """
 
     def __init__(
-        self, parts: DecoderParts, max_len: int, use_graph: bool, compile_step: bool = False
+        self,
+        parts: DecoderParts,
+        max_len: int,
+        use_graph: bool,
+        compile_step: bool = False,
+        sampling: SamplingParams | None = None,
     ) -> None:
         self.parts = parts
         self.max_len = max_len
@@ -113,13 +95,21 @@ class FastDecoder:
             self._step_fn = torch.compile(self._step, fullgraph=True, dynamic=False)
         if use_graph and self.device.type == "cuda":
             self._capture()
+        self.sampled: Any = None  # a SampledStep for the engine's own sampling settings
+        if sampling is not None:
+            from worker.engines.fast_decode_sampled import SampledStep
+
+            self.sampled = SampledStep(self, sampling)
 
     @property
     def mode(self) -> str:
         """How the step runs: 'cuda-graph' or 'eager' (static cache either way)."""
         if self.graph is None:
             return "eager"
-        return "compiled+cuda-graph" if self.compiled else "cuda-graph"
+        mode = "compiled+cuda-graph" if self.compiled else "cuda-graph"
+        if self.sampled is not None and self.sampled.graph is not None:
+            mode += ", sampling in graph"
+        return mode
 
     def fits(self, prompt_tokens: int, max_new_tokens: int) -> bool:
         """Whether a prompt plus its answer fits the static cache."""
@@ -214,6 +204,9 @@ class FastDecoder:
         The caller may stop iterating at any token (cancellation): nothing needs undoing.
         """
         token = sample(first_logits.float(), params)
+        if self.sampled is not None and self.sampled.params == params:
+            yield from self.sampled.tokens(token, length, max_new_tokens, stop_ids)
+            return
         position = length
         for produced in range(1, max_new_tokens + 1):
             value = int(token.item())
@@ -230,12 +223,14 @@ def build_fast_decoder(
     use_graph: bool,
     compile_step: bool = False,
     prefill_buckets: tuple[int, ...] = (),
+    sampling: SamplingParams | None = None,
 ) -> FastDecoder | None:
     """A FastDecoder for `model`, or None (logged why) where the fast path cannot apply.
 
     Tries the compiled step first (when asked), then the plain captured step: a quantised
     linear layer whose kernel Inductor or graph capture refuses still gets what works.
-    With `prefill_buckets`, also captures a prefill per bucket (`fast_decode_prefill`).
+    With `prefill_buckets`, also captures a prefill per bucket (`fast_decode_prefill`); with
+    `sampling`, a step that samples on the device (`fast_decode_sampled`).
     """
     from worker.engines.fast_decode_prefill import BucketPrefill
 
@@ -248,7 +243,7 @@ def build_fast_decoder(
     for graph, compiled in dict.fromkeys(attempts):
         try:
             with torch.inference_mode():
-                decoder = FastDecoder(parts, max_len, graph, compiled)
+                decoder = FastDecoder(parts, max_len, graph, compiled, sampling)
                 if prefill_buckets:
                     decoder.prefiller = BucketPrefill(decoder, prefill_buckets, graph)
                 return decoder

@@ -35,6 +35,7 @@ from worker.engines.minicpmo_preflight import (
     require_cpu_size,
     require_cuda,
     require_packages,
+    require_vocoder,
     require_vram,
     vram_needed,
 )
@@ -67,6 +68,7 @@ class MiniCPMoEngine(Engine):
         if quant_method(config) == "awq":
             require_packages(("awq",), "gpu")  # AutoAWQ's kernels, which transformers calls
         if s.enable_tts:
+            require_vocoder(s.model_path)
             require_packages(TTS_PACKAGES, "gpu")
         import torch
 
@@ -145,7 +147,7 @@ class MiniCPMoEngine(Engine):
 
     def attach(self, model: Any, processor: Any, device: Any) -> None:
         """Take a loaded model (or a stand-in in tests) and build the fast decoder for it."""
-        from worker.engines.fast_decode import build_fast_decoder
+        from worker.engines.fast_decode import SamplingParams, build_fast_decoder
         from worker.engines.fast_decode_prefill import DEFAULT_BUCKETS
 
         model.processor = processor  # the model's streaming API reuses it instead of reloading
@@ -165,6 +167,7 @@ class MiniCPMoEngine(Engine):
             use_graph=on_cuda,
             compile_step=on_cuda and self.settings.compile_decode,
             prefill_buckets=DEFAULT_BUCKETS,
+            sampling=SamplingParams(temperature=self.settings.decode_temperature),
         )
 
     def _prefill_mode(self) -> str:

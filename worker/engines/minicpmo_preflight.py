@@ -26,6 +26,17 @@ SPEECH_PREFIXES = ("apm.", "audio_projection_layer.", "audio_avg_pooler.", "tts.
 TTS_ASSET_BYTES = int(1.5 * GIB)  # token2wav flow + vocoder, loaded outside the checkpoint
 GPU_PACKAGES = ("torch", "transformers", "accelerate", "PIL")
 TTS_PACKAGES = ("stepaudio2", "soundfile", "librosa", "torchaudio", "onnxruntime", "hyperpyyaml")
+# What minicpmo-utils' Token2wav (the streaming vocoder) loads from <checkpoint>/assets/token2wav:
+# its speech tokenizer and speaker models (ONNX), the flow model and the HiFT vocoder.
+TOKEN2WAV_FILES = (
+    "speech_tokenizer_v2_25hz.onnx",
+    "campplus.onnx",
+    "flow.yaml",
+    "flow.pt",
+    "config.yaml",
+    "hift.pt",
+    "hift_original.pt",
+)
 
 
 def download_hint(model_path: str) -> str:
@@ -146,4 +157,16 @@ def require_cpu_size(model_path: str, max_gib: float, with_speech: bool) -> None
             f"{model_path} holds {size / GIB:.1f} GiB of weights: too big for ENGINE_DEVICE=cpu "
             f"(CPU_MODEL_MAX_GIB={max_gib:g}). Run it on a CUDA GPU (ENGINE_DEVICE=auto), or "
             "raise CPU_MODEL_MAX_GIB if you really mean to wait minutes for each answer."
+        )
+
+
+def require_vocoder(model_path: str) -> None:
+    """EngineError unless the checkpoint holds the token2wav vocoder that speech needs."""
+    folder = Path(model_path, "assets", "token2wav")
+    missing = [name for name in TOKEN2WAV_FILES if not (folder / name).is_file()]
+    if missing:
+        raise EngineError(
+            f"speech needs the token2wav vocoder in {folder}; missing: {', '.join(missing)}. "
+            "These weight files come with the downloaded checkpoint (a synthetic one has none): "
+            "download it again, or run with ENABLE_TTS=false"
         )

@@ -78,7 +78,7 @@ class TransformersEngine(Engine):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor  # type: ignore[attr-defined]
 
-        from worker.engines.fast_decode import build_fast_decoder
+        from worker.engines.fast_decode import SamplingParams, build_fast_decoder
 
         self.device, self.dtype = self._pick_device(torch)
         path = self.settings.model_path
@@ -100,6 +100,7 @@ class TransformersEngine(Engine):
             self.settings.decode_max_len,
             use_graph=on_cuda,
             compile_step=on_cuda and self.settings.compile_decode,
+            sampling=SamplingParams(temperature=self.settings.decode_temperature),
         )
         self._info = EngineInfo(
             engine=self.name,
