@@ -46,6 +46,13 @@ class SseReader:
         self._thread.start()
 
     def _run(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            self._read(url, headers)
+        except httpx.HTTPError:
+            if not self._stop.is_set():  # after close() the server may go first: expected
+                raise
+
+    def _read(self, url: str, headers: dict[str, str]) -> None:
         with httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as client:
             with client.stream("GET", url, headers=headers) as response:
                 response.raise_for_status()
