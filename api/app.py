@@ -18,7 +18,12 @@ from api.controllers.status import PublicController, StatusController
 from api.controllers.streams import StreamsController
 from api.controllers.tokens import TokensController
 from api.deps import DEPENDENCIES
-from api.errors import http_exception_handler, internal_error_handler
+from api.errors import (
+    REDIS_FAILURES,
+    http_exception_handler,
+    internal_error_handler,
+    redis_error_handler,
+)
 from api.metrics import latency_middleware_factory
 from api.state import STATIC_DIR, AppState
 from shared.settings import Settings
@@ -79,6 +84,7 @@ def create_app(settings: Settings) -> Litestar:
         on_shutdown=[state.close],
         exception_handlers={
             HTTPException: http_exception_handler,
+            **dict.fromkeys(REDIS_FAILURES, redis_error_handler),
             Exception: internal_error_handler,
         },
         middleware=[latency_middleware_factory(state.metrics)],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from litestar import MediaType, Request, Response
@@ -21,6 +22,8 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,49 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
         status_code=status,
         media_type=MediaType.JSON,
         headers=exc.headers,
+    )
+
+
+# What a route answers 503 for (OSError is left to the 500 handler: it is not always Redis).
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+RETRY_AFTER_S = 2
+OUTAGE_QUIET_S = 30.0  # errors closer together than this are one outage: logged once
+
+
+class RedisOutageLog:
+    """Logs the first Redis error of an outage and counts the rest, instead of a traceback
+    per request. An outage ends when no error was seen for OUTAGE_QUIET_S."""
+
+    def __init__(self) -> None:
+        self.last_error = -OUTAGE_QUIET_S
+        self.errors = 0
+
+    def record(self, request: Request[Any, Any, Any], exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last_error > OUTAGE_QUIET_S:
+            log.error(
+                "Redis unavailable (%s on %s %s); answering 503 until it is back",
+                exc.__class__.__name__,
+                request.method,
+                request.url.path,
+            )
+            self.errors = 0
+        self.last_error = now
+        self.errors += 1
+
+
+OUTAGES = RedisOutageLog()
+
+
+def redis_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """503 with Retry-After when Redis is unreachable or frozen; one log line per outage."""
+    OUTAGES.record(request, exc)
+    status = HTTP_503_SERVICE_UNAVAILABLE
+    return Response(
+        _body("Redis unavailable; retry shortly", status),
+        status_code=status,
+        media_type=MediaType.JSON,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 

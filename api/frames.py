@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from api.metrics import ApiMetrics
+from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
 from shared.keys import Keys
 from shared.records import FrameRecord, RecordError
@@ -53,7 +54,7 @@ class FrameReader:
 
     async def _run(self) -> None:
         last_id = "$"
-        delay = 0.1
+        backoff = Backoff(0.1, 5.0)
         while True:
             try:
                 if self.latest is None:
@@ -65,12 +66,11 @@ class FrameReader:
                 reply = await self._redis.xread(
                     {self._stream: last_id}, count=50, block=XREAD_BLOCK_MS
                 )
-                delay = 0.1
+                backoff.reset()
             except REDIS_ERRORS as exc:
                 self._metrics.reconnects.inc()
                 log.warning("frame reader of %s lost Redis (%s); retrying", self.source, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                await asyncio.sleep(backoff.next())
                 continue
             if not reply:
                 continue

@@ -103,8 +103,8 @@ async def ingest_frames(socket: WebSocket[Any, Any, Any], state: AppState, name:
 
 
 async def _receive(socket: WebSocket[Any, Any, Any], state: AppState, claim: IngestClaim) -> None:
-    from producers.publisher import FramePublisher  # loads OpenCV: only when used
     from shared.jpeg import JpegError
+    from shared.publisher import FramePublisher  # loads OpenCV: only when used
 
     publisher = FramePublisher(state.redis, state.settings, claim.name, url="websocket")
     limit = state.settings.max_frame_bytes

@@ -1,8 +1,8 @@
 """What the API does, apart from HTTP: read and change sources, history, status, jobs.
 
 Controllers call these and translate nothing but HTTP. Start/stop of sources and one-off
-questions are the producers' and the worker's logic (`producers.control`, `worker.asks`);
-this module maps their errors to HTTP ones.
+questions go through the client halves of those contracts (`shared.source_control`,
+`shared.asks`); this module maps their errors to HTTP ones.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from api.schemas import (
     StatusOut,
 )
 from api.state import AppState
-from producers import control
-from producers.sources import SourceOptions, redact_url
-from producers.status import read_producer_status
+from shared import asks
+from shared import source_control as control
 from shared.claims import INGEST_OWNER
 from shared.keys import SourceNameError, validate_source_name
-from shared.records import CommentaryRecord, RecordError
-from worker import asks
+from shared.producer_status import read_producer_status
+from shared.records import CommentaryRecord, RecordError, as_text, decode_hash
+from shared.source_urls import SourceOptions, redact_url
 
 STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -56,7 +56,7 @@ def history_item(entry_id: bytes | str, fields: dict[bytes, bytes]) -> HistoryIt
     except RecordError:
         return None
     return HistoryItem(
-        id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        id=as_text(entry_id),
         cycle=record.cycle,
         status=record.status,
         kind=record.kind,
@@ -70,13 +70,6 @@ def history_item(entry_id: bytes | str, fields: dict[bytes, bytes]) -> HistoryIt
         question=record.question,
         job_id=record.job_id,
     )
-
-
-def _strs(raw: dict[Any, Any]) -> dict[str, str]:
-    def text(v: Any) -> str:
-        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-    return {text(k): text(v) for k, v in raw.items()}
 
 
 class SourceService:
@@ -239,10 +232,10 @@ class SourceService:
         workers: dict[str, dict[str, str]] = {}
         head = self.keys.worker_status("")
         async for key in self.redis.scan_iter(match=self.keys.worker_pattern, count=100):
-            name = key.decode() if isinstance(key, bytes) else str(key)
+            name = as_text(key)
             raw = await self.redis.hgetall(name)  # type: ignore[misc]
             if raw:
-                workers[name[len(head) :]] = _strs(raw)
+                workers[name[len(head) :]] = decode_hash(raw)
         return workers
 
     async def _source_status(
@@ -253,8 +246,8 @@ class SourceService:
         if entry is not None and entry.error:  # failed for good: its status key may be gone
             producer = {**(producer or {}), "state": "failed", "error": entry.error}
         lease = await self.redis.get(self.keys.lease(name))
-        worker = lease.decode() if isinstance(lease, bytes) else lease
-        stats = _strs(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]
+        worker = None if lease is None else as_text(lease)
+        stats = decode_hash(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]
         worker_status = workers.get(worker) if worker else None
         tts_flag = (worker_status or {}).get("tts", "")
         tts = tts_flag.lower() in ("1", "true", "on") if tts_flag else self.settings.enable_tts

@@ -17,12 +17,11 @@ import msgspec
 from api.services import history_item
 from api.state import AppState
 from shared.bus import REDIS_ERRORS
-from shared.messages import AudioChunk, CycleEvent, SourceNotice, TextChunk
+from shared.messages import PCM_RATE, AudioChunk, CycleEvent, SourceNotice, TextChunk
 
 log = logging.getLogger(__name__)
 
 RESUME_MAX = 200  # most commentaries sent to a resuming client
-PCM_RATE = 48_000
 MJPEG_BOUNDARY = "lookoutframe"
 SSE_KINDS: tuple[type, ...] = (TextChunk, CycleEvent, SourceNotice)
 

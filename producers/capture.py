@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from producers.publisher import FramePublisher, encode_frame
 from producers.readers import EndOfStream, FrameReader, ReaderConfig, SourceOpenError, open_reader
-from producers.sources import SourceOptions, parse_source_url, redact_url
 from producers.status import State, StatusWriter
+from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
+from shared.publisher import FramePublisher, encode_frame
 from shared.settings import Settings
+from shared.source_urls import SourceOptions, parse_source_url, redact_url
 from shared.urlpolicy import SourcePolicy
 
 log = logging.getLogger(__name__)
@@ -40,24 +41,6 @@ class CaptureFailed(Exception):
 
 class Stopped(Exception):
     """The capture was asked to stop while waiting."""
-
-
-class Backoff:
-    """Exponential reconnect delays: first, 2×first, … up to `most`; `reset()` on success."""
-
-    def __init__(self, first: float, most: float) -> None:
-        self.first, self.most = first, most
-        self.attempt = 0
-        self._delay = first
-
-    def next(self) -> float:
-        delay = self._delay
-        self.attempt += 1
-        self._delay = min(self._delay * 2, self.most)
-        return delay
-
-    def reset(self) -> None:
-        self.attempt, self._delay = 0, self.first
 
 
 class Capture:

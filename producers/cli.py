@@ -44,8 +44,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not args.source or not args.url:
         print("lookout producer: give --source NAME and --url URL, or --supervise", file=sys.stderr)
         return 2
-    from producers.sources import SourceUrlError, parse_source_url
     from shared.keys import SourceNameError, validate_source_name
+    from shared.source_urls import SourceUrlError, parse_source_url
 
     try:
         validate_source_name(args.source)
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> int:
     from producers.capture import Capture, CaptureFailed
-    from producers.sources import SourceOptions
     from shared.bus import connect_redis
+    from shared.source_urls import SourceOptions
 
     redis = connect_redis(settings.redis_url)
     stop = asyncio.Event()
@@ -79,9 +79,9 @@ async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> in
 
 
 async def _supervise(settings: Settings) -> int:
-    from producers.control import arq_client
     from producers.supervisor import Supervisor
     from shared.bus import connect_redis
+    from shared.source_control import arq_client
 
     redis = connect_redis(settings.redis_url)
     arq_redis = arq_client(redis, settings)

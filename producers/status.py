@@ -111,18 +111,3 @@ class StatusWriter:
                 await asyncio.wait_for(stop.wait(), period)
             except TimeoutError:
                 pass
-
-
-async def read_producer_status(
-    redis: aioredis.Redis, settings: Settings, source: str
-) -> dict[str, str] | None:
-    """The status hash of `source`'s producer, or None when no live producer wrote one."""
-    raw = await redis.hgetall(Keys(settings.key_prefix).producer_status(source))  # type: ignore[misc]
-    if not raw:
-        return None
-    return {
-        (k.decode() if isinstance(k, bytes) else str(k)): (
-            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-        )
-        for k, v in raw.items()
-    }

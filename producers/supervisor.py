@@ -26,8 +26,14 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Worker, func
 
-from producers.capture import Backoff, Capture, CaptureFailed
-from producers.control import (
+from producers.capture import Capture, CaptureFailed
+from shared.arqpool import arq_worker
+from shared.backoff import Backoff
+from shared.bus import REDIS_ERRORS
+from shared.claims import Claims
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.source_control import (
     CAPTURE_JOB,
     DesiredSource,
     decode_desired,
@@ -37,12 +43,7 @@ from producers.control import (
     new_job_id,
     pending_claim_ms,
 )
-from producers.sources import SourceUrlError
-from shared.arqpool import arq_worker
-from shared.bus import REDIS_ERRORS
-from shared.claims import Claims
-from shared.keys import Keys
-from shared.settings import Settings
+from shared.source_urls import SourceUrlError
 from shared.urlpolicy import SourcePolicy
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class Supervisor:
             [func(self.capture_job, name=CAPTURE_JOB, timeout=CAPTURE_JOB_TIMEOUT_S, max_tries=3)],
             queue=self.keys.producer_queue,
             client=self.redis,
-            health_check_key=f"{self.keys.producer_queue}:health-check:{self.id}",
+            health_check_key=self.keys.producer_health_check(self.id),
             handle_signals=False,  # signals only set our flag (STYLE.md rule 5)
             allow_abort_jobs=True,
             max_jobs=self.settings.max_sources_per_supervisor + 4,

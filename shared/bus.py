@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from shared.backoff import Backoff
 from shared.keys import Keys
 from shared.messages import (
     AnyMessage,
@@ -32,17 +35,28 @@ from shared.messages import (
 log = logging.getLogger(__name__)
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# Every Redis client fails within these instead of hanging on a frozen server (a stopped
+# process keeps its socket open: without a read timeout a command waits forever). Blocking
+# reads (XREAD BLOCK, pub/sub polls) block for at most 1 s, well under the read timeout.
+CONNECT_TIMEOUT_S = 3.0
+SOCKET_TIMEOUT_S = 5.0
+SUBSCRIBE_TIMEOUT_S = 5.0
+
+
+def redis_timeouts() -> dict[str, Any]:
+    """The timeout options every Redis client and connection pool in Lookout is built with."""
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
+        "retry_on_timeout": False,  # a retry would double the time a caller waits to learn
+    }
 
 
 def connect_redis(url: str, *, decode: bool = False) -> aioredis.Redis:
-    """An asyncio Redis client with a health check, for one process to share."""
+    """An asyncio Redis client with a health check and timeouts, for one process to share."""
     client: aioredis.Redis = aioredis.Redis.from_url(
-        url,
-        decode_responses=decode,
-        health_check_interval=10,
-        socket_connect_timeout=5,
-        socket_keepalive=True,
-        retry_on_timeout=True,
+        url, decode_responses=decode, health_check_interval=10, **redis_timeouts()
     )
     return client
 
@@ -99,16 +113,13 @@ class Subscription:
         self.connected = asyncio.Event()
 
     async def messages(self) -> AsyncIterator[tuple[str, AnyMessage]]:
-        delay = 0.1
+        backoff = Backoff(0.1, self._max_backoff)
         first = True
         while True:
             client = connect_redis(self._url)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub = client.pubsub()
             try:
-                if self._channels:
-                    await pubsub.subscribe(*self._channels)
-                if self._patterns:
-                    await pubsub.psubscribe(*self._patterns)
+                early = await self._subscribe(pubsub)
                 self.connected.set()
                 if not first:
                     self.reconnects += 1
@@ -117,22 +128,54 @@ class Subscription:
                     )
                     if self._on_reconnect is not None:
                         await self._on_reconnect()
-                first, delay = False, 0.1
+                first = False
+                backoff.reset()
+                for raw in early:
+                    if (got := _decoded(raw)) is not None:
+                        yield got
                 while True:
-                    raw = await pubsub.get_message(timeout=1.0)
-                    if raw is None or raw["type"] not in ("message", "pmessage"):
-                        continue
-                    channel = raw["channel"].decode()
-                    message = decode_or_log(raw["data"], channel)
-                    if message is not None:
-                        yield channel, message
+                    if (got := _decoded(await pubsub.get_message(timeout=1.0))) is not None:
+                        yield got
             except REDIS_ERRORS as exc:
                 self.connected.clear()
+                delay = backoff.next()
                 log.warning("subscription lost (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._max_backoff)
             finally:
                 await _close_quietly(pubsub, client)
+
+    async def _subscribe(self, pubsub: aioredis.client.PubSub) -> list[dict[str, Any]]:
+        """Subscribe and wait for Redis to confirm every channel and pattern.
+
+        redis-py's subscribe() only sends the command; a message published from another
+        connection before Redis ran it would be missed although `connected` was set. Messages
+        that arrive between two confirmations are returned, to be delivered first.
+        """
+        if self._channels:
+            await pubsub.subscribe(*self._channels)
+        if self._patterns:
+            await pubsub.psubscribe(*self._patterns)
+        expected, confirmed = len(self._channels) + len(self._patterns), 0
+        early: list[dict[str, Any]] = []
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
+        while confirmed < expected:
+            if time.monotonic() > deadline:
+                raise RedisTimeoutError(f"no subscribe confirmation in {SUBSCRIBE_TIMEOUT_S}s")
+            raw = await pubsub.get_message(timeout=0.5)
+            if raw is not None and raw["type"] in ("subscribe", "psubscribe"):
+                confirmed += 1
+            elif raw is not None:
+                early.append(raw)
+        return early
+
+
+def _decoded(raw: dict[str, Any] | None) -> tuple[str, AnyMessage] | None:
+    """(channel, message) of a pub/sub message; None for anything else or a malformed one."""
+    if raw is None or raw["type"] not in ("message", "pmessage"):
+        return None
+    channel = raw["channel"].decode()
+    message = decode_or_log(raw["data"], channel)
+    return None if message is None else (channel, message)
 
 
 async def _close_quietly(pubsub: aioredis.client.PubSub, client: aioredis.Redis) -> None:

@@ -10,6 +10,9 @@ import re
 from dataclasses import dataclass
 
 SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+# arq's abort set (arq.constants.abort_jobs_ss), spelled out so this module imports no arq/redis;
+# tests/test_contract_boundary.py checks it still matches arq's.
+ABORT_JOBS_SS = "arq:abort"
 
 
 class SourceNameError(ValueError):
@@ -124,3 +127,14 @@ class Keys:
     def producer_queue(self) -> str:
         """arq queue of capture jobs for producer supervisors."""
         return f"{self.prefix}:arq:producers"
+
+    def producer_health_check(self, supervisor_id: str) -> str:
+        """arq's health-check string of one supervisor (TTL: arq's health_check_interval)."""
+        return f"{self.producer_queue}:health-check:{supervisor_id}"
+
+    @property
+    def arq_abort(self) -> str:
+        """arq's sorted set of job ids to abort. arq 0.28 hard-codes it (`arq:abort`), shared by
+        every queue and not under the prefix: an abort is by job id, and Lookout's ids are
+        unique (`capture:<source>:<random>`). Entries are removed by the worker that aborts."""
+        return ABORT_JOBS_SS

@@ -22,6 +22,9 @@ CycleEventName = Literal["started", "first_chunk", "finished", "skipped", "inter
 CommentaryKind = Literal["commentary", "answer"]
 
 
+PCM_RATE = 48_000  # every speech chunk on the bus: mono s16le PCM at this rate (Hz)
+
+
 class MessageError(ValueError):
     """A pub/sub payload that is not a valid Lookout message of this schema version."""
 
@@ -51,7 +54,7 @@ class AudioChunk(Message, tag="audio", frozen=True):
     cycle: str
     seq: int
     pcm: bytes
-    sample_rate: int = 48_000
+    sample_rate: int = PCM_RATE
 
 
 class CycleEvent(Message, tag="cycle", frozen=True):

@@ -18,6 +18,16 @@ class RecordError(ValueError):
     """A stream entry with a missing or malformed field."""
 
 
+def as_text(value: bytes | str | Any) -> str:
+    """A Redis reply value as text: bytes decoded as UTF-8 (bad bytes replaced), else str()."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
+    """An HGETALL reply (bytes or str keys and values) as a str -> str map."""
+    return {as_text(k): as_text(v) for k, v in raw.items()}
+
+
 def _get(fields: Fields, name: str) -> bytes | str | None:
     raw: Mapping[Any, Any] = fields
     value = raw.get(name.encode(), raw.get(name))
@@ -30,7 +40,7 @@ def _text(fields: Fields, name: str, default: str | None = None) -> str:
         if default is None:
             raise RecordError(f"missing field {name!r}")
         return default
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return as_text(value)
 
 
 def _number(

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from producers.capture import Capture
-from producers.status import read_producer_status
+from shared.producer_status import read_producer_status
 from shared.settings import load_settings
 from shared.urlpolicy import SourcePolicy
 

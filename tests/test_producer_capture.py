@@ -13,13 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from producers.capture import Capture, CaptureFailed
-from producers.sources import SourceOptions
-from producers.status import read_producer_status
 from shared.jpeg import decode_jpeg
 from shared.keys import Keys
 from shared.messages import SourceNotice, decode_message
+from shared.producer_status import read_producer_status
 from shared.records import FrameRecord
 from shared.settings import Settings, load_settings
+from shared.source_urls import SourceOptions
 from tests.media import MjpegServer, RtspServer, SilentServer, make_jpegs, make_mp4, truncate_copy
 
 FAST = {

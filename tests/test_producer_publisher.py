@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from producers.publisher import FramePublisher, bound_image
 from shared.jpeg import JpegError, decode_jpeg, encode_jpeg
 from shared.keys import Keys
+from shared.publisher import FramePublisher, bound_image
 from shared.records import FrameRecord
 from shared.settings import Settings, load_settings
 from shared.sources import SourceRegistry

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from producers.sample_clip import FRAMES, ensure_sample_clip
-from producers.sources import (
+from shared.source_urls import (
     SourceKind,
     SourceOptions,
     SourceOptionsError,

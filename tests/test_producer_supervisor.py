@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from producers.control import (
+from shared.keys import Keys, SourceNameError
+from shared.producer_status import read_producer_status
+from shared.records import FrameRecord
+from shared.settings import Settings, load_settings
+from shared.source_control import (
     SourceExists,
     UnknownSource,
     list_desired,
     start_source,
     stop_source,
 )
-from producers.sources import SourceOptions, SourceUrlError
-from producers.status import read_producer_status
-from shared.keys import Keys, SourceNameError
-from shared.records import FrameRecord
-from shared.settings import Settings, load_settings
+from shared.source_urls import SourceOptions, SourceUrlError
 from tests.helpers import LookoutProcess, RedisServer
 from tests.media import make_mp4, truncate_copy
 
@@ -246,7 +246,11 @@ async def test_supervised_source_survives_a_redis_restart(
         server.start()  # empty: no persistence
         await _until(lambda: _has_frames(client, keys, 3), 30, "frames after the restart")
         assert await _last_seq(client, keys, "cam") > before  # numbering went on
-        assert [e.name for e in await list_desired(client, settings)] == ["cam"]
+
+        async def desired_back() -> bool:  # restored on the supervisor's next claim tick
+            return [e.name for e in await list_desired(client, settings)] == ["cam"]
+
+        await _until(desired_back, 10, "the desired entry restored by the supervisor")
         assert await client.sismember(keys.sources, "cam")  # type: ignore[misc]
     finally:
         await client.aclose()

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from producers.readers import ReaderConfig, SourceOpenError, open_reader
-from producers.sources import parse_source_url
 from shared.settings import SettingsError, load_settings
+from shared.source_urls import parse_source_url
 from shared.urlpolicy import SourcePolicy, SourcePolicyError, check_source_url, resolve_host
 from tests.helpers import LookoutProcess, free_port
 from tests.test_api_support import ApiServer

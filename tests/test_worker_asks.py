@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from shared.asks import AskQueueFull, AskStatus, ask_status, enqueue_ask
 from shared.keys import Keys, SourceNameError
 from shared.records import CommentaryRecord
 from shared.sources import SourceRegistry
@@ -21,7 +22,6 @@ from tests.worker_support import (
     until,
     worker,
 )
-from worker.asks import AskQueueFull, AskStatus, ask_status, enqueue_ask
 
 
 async def wait_status(

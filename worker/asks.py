@@ -1,122 +1,35 @@
-"""One-off questions about a source ("ask"), carried by arq on `Keys.worker_queue`.
+"""The worker's half of one-off questions ("ask"): the arq handler on `Keys.worker_queue`.
 
-The API enqueues with `enqueue_ask` and reads back with `ask_status`; every worker process
-runs an arq worker (max_jobs=1) in the event loop of its commentary loop. Whichever worker
-picks a question answers it, on the source's current window: the window it keeps if it
-holds the source, else one built from the tail of the frames stream. The answer goes through
-the same engine lock as commentary, so it runs between two cycles and never beside another
-model call. It streams on the source's channels as `kind="answer"` with the job id and the
-question, lands in the history stream, and is the job's result. Jobs are msgpack, never pickle
-(`shared.arqpool`).
+The client half (job name, enqueue, status) is `shared.asks`. Every worker process runs an
+arq worker (max_jobs=1) in the event loop of its commentary loop. Whichever worker picks a
+question answers it, on the source's current window: the window it keeps if it holds the
+source, else one built from the tail of the frames stream. The answer goes through the same
+engine lock as commentary, so it runs between two cycles and never beside another model
+call. It streams on the source's channels as `kind="answer"` with the job id and the
+question, lands in the history stream, and is the job's result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
-import redis.asyncio as aioredis
-from arq.connections import ArqRedis
-from arq.jobs import JobStatus
 from arq.worker import Worker, func
 from redis.asyncio import ConnectionPool
 
-from shared.arqpool import arq_client, arq_worker, job_handle
-from shared.bus import REDIS_ERRORS
-from shared.keys import Keys, validate_source_name
+from shared.arqpool import arq_client, arq_worker
+from shared.asks import ASK_FUNCTION, KEEP_RESULT_S
+from shared.backoff import Backoff
+from shared.bus import REDIS_ERRORS, redis_timeouts
+from shared.keys import Keys
 from shared.settings import Settings
 from worker.cycle import Ask, CycleRunner
 from worker.engines.base import WindowFrame
 
 log = logging.getLogger(__name__)
-
-ASK_FUNCTION = "ask"
-KEEP_RESULT_S = 3600
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-AskState = Literal["queued", "in_progress", "complete", "failed", "not_found"]
-
-
-class AskQueueFull(Exception):
-    """ASK_QUEUE_MAX questions are already waiting; try again after `retry_after` seconds."""
-
-    def __init__(self, queued: int, retry_after: float) -> None:
-        super().__init__(f"{queued} questions are already waiting; retry in {retry_after:.0f}s")
-        self.queued = queued
-        self.retry_after = retry_after
-
-
-class AskStatus(msgspec.Struct, frozen=True):
-    """What `GET /api/jobs/{id}` shows about a question."""
-
-    job_id: str
-    source: str
-    question: str
-    status: AskState
-    answer: str | None = None
-    error: str | None = None
-
-
-def arq_redis(redis: aioredis.Redis, settings: Settings) -> ArqRedis:
-    """An arq client on `redis`'s connection pool (which must not decode responses)."""
-    return arq_client(redis.connection_pool, Keys(settings.key_prefix).worker_queue)
-
-
-async def enqueue_ask(redis: aioredis.Redis, settings: Settings, source: str, question: str) -> str:
-    """Queue a question about `source`; returns the job id. AskQueueFull when the queue is full.
-
-    The check and the enqueue are two steps, so concurrent callers can overshoot the cap by
-    at most their own number: the queue stays bounded. A bad source name raises
-    SourceNameError, an empty or too long question (over INSTRUCTION_MAX_CHARS) ValueError.
-    """
-    validate_source_name(source)
-    if not question.strip():
-        raise ValueError("the question is empty")
-    if len(question) > settings.instruction_max_chars:
-        raise ValueError(
-            f"the question has {len(question)} characters; "
-            f"INSTRUCTION_MAX_CHARS allows {settings.instruction_max_chars}"
-        )
-    queue = Keys(settings.key_prefix).worker_queue
-    queued = int(await redis.zcard(queue))
-    if queued >= settings.ask_queue_max:
-        # Roughly when one queued question will have been answered.
-        raise AskQueueFull(
-            queued, retry_after=float(max(1, min(30, round(settings.ask_timeout / 4))))
-        )
-    job = await arq_redis(redis, settings).enqueue_job(
-        ASK_FUNCTION, source, question, _queue_name=queue
-    )
-    if job is None:  # only with a caller-chosen id, which this function never passes
-        raise RuntimeError("arq refused the job")
-    return job.job_id
-
-
-async def ask_status(redis: aioredis.Redis, settings: Settings, job_id: str) -> AskStatus | None:
-    """Status and answer of a question, or None when `job_id` is unknown (or expired)."""
-    if not JOB_ID_RE.fullmatch(job_id):
-        return None
-    queue = Keys(settings.key_prefix).worker_queue
-    job = job_handle(job_id, arq_redis(redis, settings), queue)
-    state = await job.status()
-    info = await job.info()
-    if state == JobStatus.not_found or info is None:
-        return None
-    source, question = (str(a) for a in (list(info.args) + ["", ""])[:2])
-    base = {"job_id": job_id, "source": source, "question": question}
-    if state in (JobStatus.queued, JobStatus.deferred):
-        return AskStatus(**base, status="queued")
-    if state == JobStatus.in_progress:
-        return AskStatus(**base, status="in_progress")
-    result = getattr(info, "result", None)
-    if getattr(info, "success", False) and isinstance(result, dict) and "answer" in result:
-        return AskStatus(**base, status="complete", answer=str(result["answer"]))
-    error = result.get("error") if isinstance(result, dict) else result
-    return AskStatus(**base, status="failed", error=str(error))
 
 
 WindowSource = Callable[[str], Awaitable[Sequence[WindowFrame]]]
@@ -171,10 +84,10 @@ async def run_ask_worker(
     settings: Settings, handler: AskHandler, stop: asyncio.Event, grace: float = 5.0
 ) -> None:
     """Run arq's worker for the ask queue until `stop`, restarting it after Redis outages."""
-    delay = 0.5
+    backoff = Backoff(0.5, 5.0)
     while not stop.is_set():
         queue = Keys(settings.key_prefix).worker_queue
-        pool = arq_client(ConnectionPool.from_url(settings.redis_url), queue)
+        pool = arq_client(ConnectionPool.from_url(settings.redis_url, **redis_timeouts()), queue)
         worker = arq_worker(
             [func(_ask_job, name=ASK_FUNCTION, timeout=settings.ask_timeout + 30, max_tries=2)],
             queue=queue,
@@ -194,9 +107,8 @@ async def run_ask_worker(
             if exc is not None and not isinstance(exc, REDIS_ERRORS):
                 log.error("ask worker stopped: %r; restarting", exc)
             else:
-                log.warning("ask worker lost Redis (%s); restarting in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+                log.warning("ask worker lost Redis (%s); restarting", exc)
+            await asyncio.sleep(backoff.next())
         await _stop_worker(worker, main, handler, grace)
         try:
             await pool.aclose(close_connection_pool=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
 from shared.keys import Keys
-from shared.messages import AudioChunk, CycleEvent, TextChunk
+from shared.messages import PCM_RATE, AudioChunk, CycleEvent, TextChunk
 from shared.records import CommentaryRecord
 from shared.settings import Settings
 from worker.engines.base import EngineRequest, WindowFrame
@@ -31,7 +32,7 @@ from worker.runner import EngineFailure, EngineRunner
 log = logging.getLogger(__name__)
 
 Status = Literal["finished", "interrupted", "failed"]
-PCM_BYTES_PER_SECOND = 48_000 * 2
+PCM_BYTES_PER_SECOND = PCM_RATE * 2  # s16le: two bytes a sample
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,13 @@ class CycleRunner:
         self._runner = runner
         self.worker_id = worker_id
         self._counter = itertools.count(1)
+        # A worker restarted with the same --worker-id starts counting at 1 again; the nonce
+        # (new at every start) keeps its cycle ids apart from the previous run's.
+        self._nonce = secrets.token_hex(3)
 
     def new_cycle_id(self) -> str:
-        return f"{self.worker_id}-{next(self._counter)}"
+        """`WORKER-NONCE-N`: unique across workers and across restarts of one worker."""
+        return f"{self.worker_id}-{self._nonce}-{next(self._counter)}"
 
     async def skipped(self, source: str, reason: str) -> None:
         """Publish that a cycle of `source` was skipped, and why."""

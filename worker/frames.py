@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
 from shared.keys import Keys
 from shared.records import FrameRecord, RecordError
@@ -98,15 +99,15 @@ class FrameReader:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read until `stop`; a Redis outage is waited out, then reading resumes."""
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while not stop.is_set():
             try:
                 await self._read_once()
-                delay = 0.2
+                backoff.reset()
             except REDIS_ERRORS as exc:
+                delay = backoff.next()
                 log.warning("reading frames failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
 
     async def _read_once(self) -> None:
         held = list(self._scheduler.slots)

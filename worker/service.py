@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS, Subscription, connect_redis
 from shared.keys import Keys
 from shared.messages import InstructionChanged
@@ -126,7 +127,7 @@ class CommentaryWorker:
 
     # --- the commentary loop ---
     async def _commentary_loop(self, stop: asyncio.Event) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while not stop.is_set():
             self.scheduler.wake.clear()
             slot = self.scheduler.pick()
@@ -136,11 +137,11 @@ class CommentaryWorker:
                 continue
             try:
                 await self._serve(slot)
-                delay = 0.2
+                backoff.reset()
             except REDIS_ERRORS as exc:
+                delay = backoff.next()
                 log.warning("cycle of %s lost Redis (%s); retrying in %.1fs", slot.name, exc, delay)
                 await wait_for(stop, delay)
-                delay = min(delay * 2, 5.0)
 
     async def _serve(self, slot: SourceSlot) -> None:
         s = self.settings

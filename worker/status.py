@@ -21,6 +21,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
+from shared.records import decode_hash
 from worker.engines.base import EngineInfo
 
 StatName = Literal["cycles", "skipped", "interrupted", "failed", "answers"]
@@ -91,4 +92,4 @@ async def count(
 async def read_stats(redis: aioredis.Redis, keys: Keys, source: str) -> dict[str, str]:
     """The statistics hash of `source` as text (empty if none yet)."""
     raw = await redis.hgetall(keys.worker_stats(source))  # type: ignore[misc]
-    return {k.decode(): v.decode() for k, v in raw.items()}
+    return decode_hash(raw)

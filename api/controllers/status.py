@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from litestar import Controller, MediaType, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,8 +14,10 @@ from api.controllers import SECURED, errors
 from api.schemas import ConfigOut, HealthOut, StatusOut
 from api.services import SourceService
 from api.state import AppState
-from api.streams import PCM_RATE
 from shared.bus import REDIS_ERRORS
+from shared.messages import PCM_RATE
+
+HEALTH_TIMEOUT_S = 0.8  # /health answers within 1 s whatever Redis does
 
 
 class StatusController(Controller):
@@ -37,7 +41,8 @@ class StatusController(Controller):
     async def metrics(self, lookout: AppState) -> Response[bytes]:
         """Prometheus metrics of this replica."""
         body = generate_latest(lookout.metrics.registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        # Not media_type=: Litestar would add a second charset, which Prometheus 3 refuses.
+        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class PublicController(Controller):
@@ -56,10 +61,10 @@ class PublicController(Controller):
         },
     )
     async def health(self, lookout: AppState) -> Response[HealthOut]:
-        """200 when this replica reaches Redis, else 503."""
-        try:
-            ok = bool(await lookout.redis.ping())
-        except REDIS_ERRORS:
+        """200 when this replica reaches Redis within HEALTH_TIMEOUT_S, else 503."""
+        try:  # a frozen Redis must not hold a probe past its own timeout
+            ok = bool(await asyncio.wait_for(lookout.redis.ping(), HEALTH_TIMEOUT_S))
+        except (*REDIS_ERRORS, TimeoutError):
             ok = False
         body = HealthOut("ok" if ok else "redis unavailable", ok)
         return Response(body, status_code=200 if ok else 503, media_type=MediaType.JSON)

@@ -15,8 +15,9 @@ from api.errors import FieldError, ServiceUnavailable
 from api.ingest import ingest_frames
 from api.services import STREAM_ID_RE, SourceService
 from api.state import AppState
-from api.streams import MJPEG_BOUNDARY, PCM_RATE, EventStream, audio_stream, mjpeg_stream
+from api.streams import MJPEG_BOUNDARY, EventStream, audio_stream, mjpeg_stream
 from api.tokens import INGEST, MEDIA
+from shared.messages import PCM_RATE
 
 LastEventId = Annotated[
     str | None,

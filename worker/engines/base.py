@@ -16,7 +16,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-PCM_SAMPLE_RATE = 48_000  # every engine's speech leaves as 48 kHz mono s16le
+from shared.messages import PCM_RATE
+
+PCM_SAMPLE_RATE = PCM_RATE  # every engine's speech leaves as 48 kHz mono s16le
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Starting and stopping supervised sources: what the API calls for POST/DELETE /api/sources.
+"""The client half of supervised sources: what the API calls for POST/DELETE /api/sources.
 
 The truth is the "desired sources" hash (`Keys.producer_desired`): name -> `DesiredSource`
 (url, options, and the id of the arq job meant to capture it). Starting a source writes it
@@ -16,13 +16,12 @@ import uuid
 import msgspec
 import redis.asyncio as aioredis
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss
 
-from producers.sources import SourceOptions, parse_source_url
-from producers.status import read_producer_status
 from shared.arqpool import arq_client as shared_arq_client
 from shared.keys import Keys, validate_source_name
+from shared.producer_status import read_producer_status
 from shared.settings import Settings
+from shared.source_urls import SourceOptions, parse_source_url
 from shared.urlpolicy import SourcePolicy, check_source_url
 
 CAPTURE_JOB = "capture_source"
@@ -136,7 +135,7 @@ async def stop_source(redis: aioredis.Redis, settings: Settings, name: str) -> N
     entry = decode_desired(raw)
     if entry is not None and entry.job_id:
         # The capture also notices the missing entry within a second; the abort is quicker.
-        await redis.zadd(abort_jobs_ss, {entry.job_id: int(time.time() * 1000)})
+        await redis.zadd(keys.arq_abort, {entry.job_id: int(time.time() * 1000)})
 
 
 async def list_desired(redis: aioredis.Redis, settings: Settings) -> list[DesiredSource]:

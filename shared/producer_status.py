@@ -1,0 +1,24 @@
+"""Reading a producer's status hash (`Keys.producer_status`), which producers/status.py writes.
+
+Fields: state (connecting | live | reconnecting | stopped), kind, url, fps, last_frame_ts,
+frames, attempt, error, pid, host, updated_at. The hash has a TTL, so a dead producer's
+status disappears.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from shared.keys import Keys
+from shared.records import decode_hash
+from shared.settings import Settings
+
+
+async def read_producer_status(
+    redis: aioredis.Redis, settings: Settings, source: str
+) -> dict[str, str] | None:
+    """The status hash of `source`'s producer, or None when no live producer wrote one."""
+    raw = await redis.hgetall(Keys(settings.key_prefix).producer_status(source))  # type: ignore[misc]
+    if not raw:
+        return None
+    return decode_hash(raw)
