@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
+from lookout.redis_url_file import with_redis_url_file
 from shared.logs import setup_logging
 from shared.settings import SettingsError, load_settings
 
@@ -37,12 +39,21 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         default=".env",
         help="settings file read before the environment (default .env)",
     )
+    parser.add_argument("--version", action="version", version=f"lookout {lookout_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             importlib.import_module(module_name).add_arguments(sub_parser)
     return parser
+
+
+def lookout_version() -> str:
+    """The installed package's version (the one in pyproject.toml)."""
+    try:
+        return importlib.metadata.version("lookout")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
 
 
 def chosen_command(argv: Sequence[str]) -> str | None:
@@ -64,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"lookout: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command != "up":  # `up` writes var/redis.url; every other command may read it
+        settings = with_redis_url_file(settings, env_file=args.env_file)
     setup_logging(settings.log_level, args.command)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:

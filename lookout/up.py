@@ -1,14 +1,18 @@
 """`lookout up`: the embedded default — everything Lookout needs, on this machine, one command.
 
-Uses REDIS_URL when it answers, else starts a private `redis-server` on a free port; makes
-the sample clip on first run; starts a producer for it, a producer supervisor (so sources
-added from the page run too), the worker and the API as child processes; prints the URL.
+Refuses to start anything when the API's port is taken. Uses REDIS_URL when it answers,
+else starts a private `redis-server` on a free port (its data folder is removed on exit);
+writes the Redis URL to `var/redis.url` for the other `lookout` commands (see
+lookout/redis_url_file.py for the precedence); makes the sample clip on first run; starts a
+producer for it, a producer supervisor (so sources added from the page run too), the worker
+and the API as child processes; prints the page URL, the Redis URL and a redis-cli line.
 Ctrl-C (or SIGTERM) stops the children in reverse order, then the private Redis.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import signal
@@ -21,6 +25,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lookout.redis_url_file import REDIS_URL_FILE, remove_redis_url, write_redis_url
+from shared.keys import Keys
 from shared.settings import Settings
 
 SAMPLE_CLIP = Path("var/sample.mp4")
@@ -32,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--url", default="", help="video source to start with (default: the bundled sample clip)"
     )
     parser.add_argument("--source", default="sample", help="name of that source (default sample)")
+    parser.add_argument(
+        "--port", type=int, default=0, help="port of the API and page (default SERVER_PORT, 8199)"
+    )
 
 
 class UpError(RuntimeError):
@@ -49,6 +58,18 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """True if something already listens on host:port (checked the way uvicorn binds)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -60,6 +81,7 @@ class Children:
     """The processes `up` started, stopped in reverse order."""
 
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    folders: list[str] = field(default_factory=list)  # removed once every child has stopped
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
         print(f"lookout up: starting {name}: {' '.join(argv)}", flush=True)
@@ -86,6 +108,8 @@ class Children:
                 )
                 proc.kill()
                 proc.wait()
+        for folder in self.folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def start_private_redis(children: Children) -> str:
@@ -98,6 +122,7 @@ def start_private_redis(children: Children) -> str:
         )
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="lookout-redis-")
+    children.folders.append(workdir)
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     children.start("redis", [*argv, "--dir", workdir], dict(os.environ))
     url = f"redis://127.0.0.1:{port}/0"
@@ -125,8 +150,10 @@ def wait_for_api(base: str, children: Children, timeout: float = 60.0) -> None:
     raise UpError(f"the API did not answer at {base}/health within {timeout:.0f}s")
 
 
-def start_stack(args: argparse.Namespace, settings: Settings, children: Children) -> str:
-    """Start Redis (if needed) and the Lookout processes; return the page URL."""
+def start_stack(
+    args: argparse.Namespace, settings: Settings, children: Children
+) -> tuple[str, str]:
+    """Start Redis (if needed) and the Lookout processes; return the page and Redis URLs."""
     redis_url = settings.redis_url
     if redis_answers(redis_url):
         print(f"lookout up: using Redis at {redis_url}", flush=True)
@@ -138,16 +165,31 @@ def start_stack(args: argparse.Namespace, settings: Settings, children: Children
         from producers.sample_clip import ensure_sample_clip
 
         url = str(ensure_sample_clip(SAMPLE_CLIP))
-    env = {**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "SERVER_PORT": str(settings.server_port),
+        "PYTHONUNBUFFERED": "1",
+    }
     me = [sys.executable, "-m", "lookout", "--env-file", args.env_file]
     children.start("api", [*me, "api"], env)
     children.start("worker", [*me, "worker"], env)
     children.start("supervisor", [*me, "producer", "--supervise"], env)
     children.start("producer", [*me, "producer", "--source", args.source, "--url", url], env)
-    host = "127.0.0.1" if settings.server_host in ("0.0.0.0", "::") else settings.server_host
-    base = f"http://{host}:{settings.server_port}"
+    base = f"http://{api_host(settings)}:{settings.server_port}"
     wait_for_api(base, children)
-    return base
+    return base, redis_url
+
+
+def where_to_look(base: str, redis_url: str, settings: Settings, source: str) -> str:
+    """What `up` prints once everything answers: the page, Redis, and lines that work."""
+    history = Keys(settings.key_prefix).history(source)
+    return (
+        f"\nlookout up: open {base}/ in a browser (Ctrl-C stops everything)\n"
+        f"lookout up: Redis is {redis_url}, written to {REDIS_URL_FILE}: `lookout tail {source}`"
+        " and the other lookout commands run from this folder use it unless REDIS_URL is set\n"
+        f"lookout up: past commentaries: redis-cli -u {redis_url} XRANGE {history} - +\n"
+    )
 
 
 def open_api_warning(settings: Settings, base: str) -> str | None:
@@ -161,7 +203,22 @@ def open_api_warning(settings: Settings, base: str) -> str | None:
     )
 
 
+def api_host(settings: Settings) -> str:
+    return "127.0.0.1" if settings.server_host in ("0.0.0.0", "::") else settings.server_host
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.port:
+        settings = dataclasses.replace(settings, server_port=args.port)
+    if port_in_use(settings.server_host, settings.server_port):
+        print(
+            f"lookout up: port {settings.server_port} on {settings.server_host} is already in "
+            "use (another lookout up, or another program); nothing was started. Stop it, or "
+            "choose another port: lookout up --port PORT (or SERVER_PORT=PORT)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     children = Children()
     stop_requested = False
 
@@ -171,10 +228,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    code = 0
+    code, redis_url = 0, ""
     try:
-        base = start_stack(args, settings, children)
-        print(f"\nlookout up: open {base}/ in a browser (Ctrl-C stops everything)\n", flush=True)
+        base, redis_url = start_stack(args, settings, children)
+        write_redis_url(redis_url)
+        print(where_to_look(base, redis_url, settings, args.source), flush=True)
         if (warning := open_api_warning(settings, base)) is not None:
             print(warning, flush=True)
         while not stop_requested:
@@ -189,4 +247,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         print("lookout up: stopping", flush=True)
         children.stop_all()
+        if redis_url:
+            remove_redis_url(redis_url)
     return code

@@ -78,14 +78,16 @@ class RedisServer:
 class LookoutProcess:
     """`python -m lookout ARGS` as a real subprocess with its output kept in a log file."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str], name: str) -> None:
+    def __init__(
+        self, args: list[str], env: Mapping[str, str], name: str, cwd: Path = REPO
+    ) -> None:
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"lookout-{name}-", suffix=".log")[1])
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "lookout", "--env-file", "/nonexistent", *args],
-                cwd=REPO,
+                cwd=cwd,
                 env=full_env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
