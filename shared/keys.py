@@ -61,6 +61,12 @@ class Keys:
         """STRING: id of the worker commenting on this source. TTL LEASE_TTL, renewed by its owner."""
         return f"{self.prefix}:src:{source}:lease"
 
+    def open_cycle(self, source: str) -> str:
+        """HASH: the commentary cycle running on the source (a `CommentaryRecord`, status
+        `open`, text so far). Deleted when the cycle ends; TTL 24 h. One a dead worker left
+        is closed as `lost` by the next cycle on the source (worker/open_cycles.py)."""
+        return f"{self.prefix}:src:{source}:cycle"
+
     def worker_stats(self, source: str) -> str:
         """HASH of per-source cycle statistics kept by the worker holding the lease. No TTL."""
         return f"{self.prefix}:src:{source}:stats"

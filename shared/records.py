@@ -91,7 +91,7 @@ class CommentaryRecord:
     """One finished or interrupted commentary in `Keys.history(source)`."""
 
     cycle: str
-    status: str  # "finished" | "interrupted"
+    status: str  # "finished" | "interrupted" | "lost" (history); "open" (Keys.open_cycle)
     text: str
     instruction: str
     kind: str = "commentary"  # or "answer"

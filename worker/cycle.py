@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -27,6 +27,7 @@ from shared.messages import PCM_RATE, AudioChunk, CycleEvent, TextChunk
 from shared.records import CommentaryRecord
 from shared.settings import Settings
 from worker.engines.base import EngineRequest, WindowFrame
+from worker.open_cycles import OpenCycles
 from worker.runner import EngineFailure, EngineRunner
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Outcome:
 
 
 class CycleRunner:
-    """Runs and publishes calls for one worker; cycle ids are `{worker_id}-{n}`."""
+    """Runs and publishes calls for one worker; cycle ids are `{worker_id}-{nonce}-{n}`."""
 
     def __init__(
         self,
@@ -78,6 +79,7 @@ class CycleRunner:
         # A worker restarted with the same --worker-id starts counting at 1 again; the nonce
         # (new at every start) keeps its cycle ids apart from the previous run's.
         self._nonce = secrets.token_hex(3)
+        self.open_cycles = OpenCycles(redis, keys, settings)
 
     def new_cycle_id(self) -> str:
         """`WORKER-NONCE-N`: unique across workers and across restarts of one worker."""
@@ -104,110 +106,123 @@ class CycleRunner:
         ask: Ask | None = None,
     ) -> Outcome:
         """Run the engine on `frames` and publish everything; `cancel` cuts it off."""
-        s = self._settings
-        cycle = self.new_cycle_id()
-        kind: Literal["commentary", "answer"] = "answer" if ask else "commentary"
-        base = _EventBase(source, cycle, self.worker_id, kind, ask)
-        pub = SourcePublisher(self._redis, self._keys, source)
-        await pub.event(
-            base.event(
-                "started",
-                instruction=instruction,
-                frame_seqs=[f.seq for f in frames],
-                frame_ts=[f.ts for f in frames],
-            )
-        )
+        call = await self._start(source, frames, instruction, ask)
         request = EngineRequest(
             source=source,
             frames=frames,
             instruction=instruction,
             context=tuple(context),
-            max_new_tokens=s.tts_max_new_tokens if s.enable_tts else s.max_new_tokens,
-            speak=s.enable_tts,
-            kind=kind,
+            max_new_tokens=self._max_new_tokens(),
+            speak=self._settings.enable_tts,
+            kind=call.base.kind,
         )
-        newest_ts = max(f.ts for f in frames)
-        started = time.time()
-        parts: list[str] = []
-        tokens, audio_bytes, latency_ms = 0, 0, None
         try:
-            async with aclosing(self._runner.stream(request, cancel)) as chunks:
-                async for chunk in chunks:
-                    if cancel.is_set():
-                        break  # cut off: nothing more goes out once a cancel is seen
-                    seq = len(parts)
-                    if latency_ms is None:
-                        latency_ms = (time.time() - newest_ts) * 1000
-                        await pub.event(base.event("first_chunk", latency_ms=latency_ms))
-                    await pub.text(
-                        TextChunk(
-                            source=source,
-                            cycle=cycle,
-                            seq=seq,
-                            text=chunk.text,
-                            kind=kind,
-                            job_id=ask.job_id if ask else None,
-                            question=ask.question if ask else None,
-                        )
-                    )
-                    if chunk.pcm:
-                        audio_bytes += len(chunk.pcm)
-                        await pub.audio(
-                            AudioChunk(source=source, cycle=cycle, seq=seq, pcm=chunk.pcm)
-                        )
-                    parts.append(chunk.text)
-                    tokens += chunk.tokens
-                status: Status = "interrupted" if cancel.is_set() else "finished"
+            await self._stream(call, request, cancel, max(f.ts for f in frames))
         except EngineFailure as exc:
             # Only engine errors are the cycle's failure; a Redis error goes up to the loop,
-            # which waits for the bus (there is no one to tell while it is gone).
-            log.error("%s: cycle %s failed: %s", source, cycle, exc)
-            error = str(exc)
-            await pub.event(base.event("failed", error=error))
-            return Outcome(cycle=cycle, status="failed", error=error, latency_ms=latency_ms)
-        text = "".join(parts).strip()
-        tokens = tokens or len(text.split())
-        duration_ms = (time.time() - started) * 1000
-        record = CommentaryRecord(
-            cycle=cycle,
-            status=status,
-            text=text,
-            instruction=instruction,
-            kind=kind,
-            worker=self.worker_id,
-            started_at=started,
-            duration_ms=duration_ms,
-            latency_ms=latency_ms or 0.0,
-            tokens=tokens,
-            frame_seqs=[f.seq for f in frames],
-            question=ask.question if ask else "",
-            job_id=ask.job_id if ask else "",
+            # which waits for the bus (there is no one to tell while it is gone; the open
+            # cycle left in Redis is closed as lost by the next cycle on this source).
+            log.error("%s: cycle %s failed: %s", source, call.base.cycle, exc)
+            await call.pub.event(call.base.event("failed", error=str(exc)))
+            if call.tracked:
+                await self.open_cycles.end(source, call.base.cycle)
+            return Outcome(
+                cycle=call.base.cycle, status="failed", error=str(exc), latency_ms=call.latency_ms
+            )
+        return await self._finish(call, "interrupted" if cancel.is_set() else "finished")
+
+    def _max_new_tokens(self) -> int:
+        s = self._settings
+        return s.tts_max_new_tokens if s.enable_tts else s.max_new_tokens
+
+    async def _start(
+        self, source: str, frames: Sequence[WindowFrame], instruction: str, ask: Ask | None
+    ) -> _Call:
+        """Close what a dead worker left open here, then announce and record the new cycle."""
+        kind: Literal["commentary", "answer"] = "answer" if ask else "commentary"
+        tracked = kind == "commentary"  # asks are arq jobs: arq re-runs them after a crash
+        if tracked:
+            await self.open_cycles.close_orphan(source)
+        base = _EventBase(source, self.new_cycle_id(), self.worker_id, kind, ask)
+        call = _Call(base, SourcePublisher(self._redis, self._keys, source), instruction, tracked)
+        call.frame_seqs = [f.seq for f in frames]
+        await call.pub.event(
+            base.event(
+                "started",
+                instruction=instruction,
+                frame_seqs=call.frame_seqs,
+                frame_ts=[f.ts for f in frames],
+            )
         )
+        if tracked:
+            await self.open_cycles.begin(source, call.record("open", self.worker_id))
+        return call
+
+    async def _stream(
+        self, call: _Call, request: EngineRequest, cancel: threading.Event, newest_ts: float
+    ) -> None:
+        """Publish each chunk the engine yields (text, speech) until it ends or `cancel`."""
+        base, ask = call.base, call.base.ask
+        async with aclosing(self._runner.stream(request, cancel)) as chunks:
+            async for chunk in chunks:
+                if cancel.is_set():
+                    break  # cut off: nothing more goes out once a cancel is seen
+                seq = len(call.parts)
+                if call.latency_ms is None:
+                    call.latency_ms = (time.time() - newest_ts) * 1000
+                    await call.pub.event(base.event("first_chunk", latency_ms=call.latency_ms))
+                await call.pub.text(
+                    TextChunk(
+                        source=base.source,
+                        cycle=base.cycle,
+                        seq=seq,
+                        text=chunk.text,
+                        kind=base.kind,
+                        job_id=ask.job_id if ask else None,
+                        question=ask.question if ask else None,
+                    )
+                )
+                if chunk.pcm:
+                    call.audio_bytes += len(chunk.pcm)
+                    await call.pub.audio(
+                        AudioChunk(source=base.source, cycle=base.cycle, seq=seq, pcm=chunk.pcm)
+                    )
+                call.parts.append(chunk.text)
+                call.tokens += chunk.tokens
+                if call.tracked:
+                    await self.open_cycles.progress(base.source, "".join(call.parts))
+
+    async def _finish(self, call: _Call, status: Status) -> Outcome:
+        """Append the commentary to history, then announce its end with the history id."""
+        base = call.base
+        record = call.record(status, self.worker_id)
         raw_id = await self._redis.xadd(
-            self._keys.history(source),
+            self._keys.history(base.source),
             record.to_fields(),  # type: ignore[arg-type]
-            maxlen=s.history_maxlen,
+            maxlen=self._settings.history_maxlen,
             approximate=True,
         )
         history_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-        await pub.event(
+        if call.tracked:
+            await self.open_cycles.end(base.source, base.cycle)
+        await call.pub.event(
             base.event(
                 status,
-                text=text,
-                tokens=tokens,
-                duration_ms=duration_ms,
+                text=record.text,
+                tokens=record.tokens,
+                duration_ms=record.duration_ms,
                 history_id=history_id,
-                latency_ms=latency_ms,
+                latency_ms=call.latency_ms,
             )
         )
         return Outcome(
-            cycle=cycle,
+            cycle=base.cycle,
             status=status,
-            text=text,
-            tokens=tokens,
-            latency_ms=latency_ms,
-            duration_ms=duration_ms,
-            audio_seconds=audio_bytes / PCM_BYTES_PER_SECOND,
+            text=record.text,
+            tokens=record.tokens,
+            latency_ms=call.latency_ms,
+            duration_ms=record.duration_ms,
+            audio_seconds=call.audio_bytes / PCM_BYTES_PER_SECOND,
             history_id=history_id,
         )
 
@@ -236,4 +251,40 @@ class _EventBase:
             job_id=self.ask.job_id if self.ask else None,
             question=self.ask.question if self.ask else None,
             **fields,  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class _Call:
+    """What one call accumulates between its start and its finish."""
+
+    base: _EventBase
+    pub: SourcePublisher
+    instruction: str
+    tracked: bool  # kept as the source's open cycle (commentary, not answers)
+    frame_seqs: list[int] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    parts: list[str] = field(default_factory=list)
+    tokens: int = 0
+    audio_bytes: int = 0
+    latency_ms: float | None = None
+
+    def record(self, status: str, worker: str) -> CommentaryRecord:
+        """The history record of this call as it stands."""
+        text = "".join(self.parts).strip()
+        ask = self.base.ask
+        return CommentaryRecord(
+            cycle=self.base.cycle,
+            status=status,
+            text=text,
+            instruction=self.instruction,
+            kind=self.base.kind,
+            worker=worker,
+            started_at=self.started,
+            duration_ms=(time.time() - self.started) * 1000 if status != "open" else 0.0,
+            latency_ms=self.latency_ms or 0.0,
+            tokens=self.tokens or len(text.split()),
+            frame_seqs=self.frame_seqs,
+            question=ask.question if ask else "",
+            job_id=ask.job_id if ask else "",
         )
