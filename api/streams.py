@@ -1,7 +1,7 @@
 """The three live streams a viewer can open: SSE events, MJPEG video and raw PCM speech.
 
 SSE follows the standard: named events (`chunk`, `cycle`, `commentary`, `notice`,
-`reconnected`), `retry:`, a keep-alive comment, and ids on commentary-level events that are
+`reconnected`, `gap`), `retry:`, a keep-alive comment, and ids on commentary-level events that are
 history stream ids, so `Last-Event-ID` resumes with an exclusive XRANGE and a reconnecting
 browser misses no commentary. Text chunks carry no id (they are the fast path).
 """
@@ -26,6 +26,14 @@ MJPEG_BOUNDARY = "lookoutframe"
 SSE_KINDS: tuple[type, ...] = (TextChunk, CycleEvent, SourceNotice)
 
 _json = msgspec.json.Encoder()
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """SSE `gap`: a resume skipped `skipped` commentaries older than history id `before`."""
+
+    source: str
+    skipped: int
+    before: str  # page the skipped ones with GET /api/sources/NAME/history?before=<before>
 
 
 def sse(event: str, data: object, event_id: str | None = None) -> bytes:
@@ -61,9 +69,13 @@ class EventStream:
                 )
                 entries = list(reversed(newest))
             else:
-                entries = await self.state.redis.xrange(
-                    stream, f"({self.last_id}", "+", count=RESUME_MAX
+                newest = await self.state.redis.xrevrange(
+                    stream, "+", f"({self.last_id}", count=RESUME_MAX
                 )
+                entries = list(reversed(newest))
+                gap = await self._gap(stream, entries)
+                if gap is not None:
+                    yield sse("gap", gap)
         except REDIS_ERRORS as exc:
             log.warning("history replay of %s failed: %s", self.source, exc)
             return
@@ -72,6 +84,22 @@ class EventStream:
             if item is not None:
                 self.last_id = item.id
                 yield sse("commentary", item, item.id)
+
+    async def _gap(self, stream: str, entries: list[tuple[bytes, object]]) -> Gap | None:
+        """What a resume past RESUME_MAX skips: between `Last-Event-ID` and the oldest replayed.
+
+        The replay sends the newest RESUME_MAX commentaries; the skipped ones stay in the
+        history, readable with `/history?before=<before>` (newest first).
+        """
+        if len(entries) < RESUME_MAX:
+            return None
+        before = entries[0][0].decode() if isinstance(entries[0][0], bytes) else str(entries[0][0])
+        skipped = await self.state.redis.xrange(
+            stream, f"({self.last_id}", f"({before}", count=self.state.settings.history_maxlen
+        )
+        if not skipped:
+            return None
+        return Gap(source=self.source, skipped=len(skipped), before=before)
 
     def _event(self, message: object) -> bytes | None:
         if isinstance(message, TextChunk):

@@ -159,6 +159,11 @@ async function openEvents(name) {
     if (n.what === "registered" || n.what === "removed") loadSources(state.source);
   });
   es.addEventListener("reconnected", () => setStatus("server reconnected to Redis; caught up from history"));
+  es.addEventListener("gap", (e) => {
+    // A resume after a long absence: the newest commentaries follow, older ones stay in history.
+    const gap = JSON.parse(e.data);
+    setStatus(`${gap.skipped} older commentaries skipped while away (history before ${gap.before})`);
+  });
 }
 
 const shownHistory = new Set();  // history ids already listed (a reopened stream replays)
