@@ -22,6 +22,10 @@ from shared.settings import Settings
 from shared.sources import SourceRegistry
 
 Image = npt.NDArray[np.uint8]
+# Registration is repeated this often: a Redis restarted without persistence may come back
+# empty without any command failing (redis-py reconnects by itself), and a source missing from
+# the registry gets no commentary. Registering again is idempotent (SADD, HSETNX).
+REGISTER_REFRESH_S = 2.0
 
 
 def bound_image(image: Image, max_edge: int) -> Image:
@@ -67,6 +71,7 @@ class FramePublisher:
         self.quality = quality or settings.jpeg_quality
         self._seq: int | None = None
         self._registered = False
+        self._registered_at = 0.0
         self._last_ts = 0.0
         self._lock = asyncio.Lock()
 
@@ -103,7 +108,7 @@ class FramePublisher:
     async def publish_encoded(self, jpeg: bytes, width: int, height: int, ts: float) -> FrameRecord:
         """XADD an already bounded and encoded frame (producers encode in their reader thread)."""
         async with self._lock:  # seq and ts must be assigned and added in order
-            if not self._registered:
+            if not self._registered or time.monotonic() - self._registered_at > REGISTER_REFRESH_S:
                 await self._register()
             assert self._seq is not None
             self._seq += 1
@@ -135,6 +140,7 @@ class FramePublisher:
                 self._redis, self._keys, self.source
             )
         self._registered = True
+        self._registered_at = time.monotonic()
 
 
 async def last_frame_position(redis: aioredis.Redis, keys: Keys, source: str) -> tuple[int, float]:

@@ -26,6 +26,7 @@ from worker.asks import AskHandler, run_ask_worker
 from worker.cycle import CycleRunner
 from worker.engines.base import Engine, WindowFrame
 from worker.frames import FrameReader, current_buffer
+from worker.instructions import InstructionKeeper
 from worker.leases import Leases
 from worker.runner import EngineRunner
 from worker.scheduler import Scheduler, SourceSlot, bounded_context
@@ -54,6 +55,7 @@ class CommentaryWorker:
         self.runner = EngineRunner(engine)
         self.cycles = CycleRunner(self.redis, self.keys, settings, self.runner, worker_id)
         self.registry = SourceRegistry(self.redis, self.keys, settings.default_instruction)
+        self.instructions = InstructionKeeper(self.redis, self.keys)
         self.leases = Leases(self.redis, self.keys, worker_id, settings.lease_ttl)
         self.keeper = LeaseKeeper(self, self.leases, settings.max_sources_per_worker)
         self.frames = FrameReader(self.redis, self.keys, settings, self.scheduler)
@@ -102,7 +104,7 @@ class CommentaryWorker:
         # Pub/sub lost what was published during an outage; the state hash has it.
         for name, slot in list(self.scheduler.slots.items()):
             state = await self.registry.state(name)
-            if state is not None:
+            if state is not None and not await self.instructions.restored(slot, state):
                 self.on_instruction(
                     self.keys.control_channel(name),
                     InstructionChanged(
@@ -110,7 +112,7 @@ class CommentaryWorker:
                     ),
                     authoritative=True,
                 )
-            elif slot.cancel is not None:
+            elif state is None and slot.cancel is not None:
                 slot.cancel.set()
 
     async def _control_loop(self) -> None:
@@ -148,9 +150,12 @@ class CommentaryWorker:
         slot.last_served = time.monotonic()
         state = await self.registry.state(slot.name)
         if state is None:
+            await self.instructions.gone(slot.name)
             await self.keeper.drop(slot.name, "source removed")
             return
-        slot.apply_instruction(state.instruction, state.instruction_rev, authoritative=True)
+        if not await self.instructions.restored(slot, state):
+            slot.apply_instruction(state.instruction, state.instruction_rev, authoritative=True)
+            await self.instructions.seen(slot)
         window = slot.buffer.window()
         slot.judged_seq = slot.buffer.newest_seq
         forced, slot.force = slot.force, False
