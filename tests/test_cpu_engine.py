@@ -212,15 +212,15 @@ def test_the_instruction_picks_the_lead(engine: CpuEngine) -> None:
     assert say(engine, frames, "Who is there?")[0] == "No people are visible."
 
 
-def test_a_repeat_of_the_last_commentary_is_reworded(engine: CpuEngine) -> None:
+def test_a_repeat_of_the_last_commentary_is_left_out(engine: CpuEngine) -> None:
+    """More in test_cpu_commentary_truth.py: memory across cycles, asking for repeats."""
     frames = [photo("coffee")] * 4
     first = say(engine, frames)
     second = say(engine, frames, context=[" ".join(first)])
-    assert second[0] == "Still no people are visible."
-    assert not set(second) & set(first)
-    assert 2 <= len(second) <= 4
-    changed = say(engine, [silhouette(field(), 320)] * 2, context=[" ".join(first)])
+    assert second == ["No change since the last comment."]
+    changed = say(engine, [silhouette(field(), 320)] * 2, context=[" ".join(second)])
     assert changed[0] == "One person is visible."
+    assert not set(changed) & set(first)
 
 
 def test_chunks_join_into_the_commentary_and_respect_max_tokens(engine: CpuEngine) -> None:

@@ -1,8 +1,9 @@
 """The embedded default engine (`ENGINE=cpu`): OpenCV measurements in words, no model download.
 
 Per window it measures motion, scene change, light, colours, people and faces
-(`cpu_analysis`), writes 2-4 short sentences led by what the instruction asks about
+(`cpu_analysis`), writes up to 4 short sentences led by what the instruction asks about
 (`cpu_words`), and yields one chunk per sentence, spoken by espeak-ng when asked (`cpu_speech`).
+It remembers what it said to each source (`cpu_memory`), so unchanged observations are said once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import cv2
 from shared.settings import Settings
 from worker.engines.base import Chunk, Engine, EngineError, EngineInfo, EngineRequest
 from worker.engines.cpu_analysis import Detectors, Measures, analyse
+from worker.engines.cpu_memory import Memory
 from worker.engines.cpu_speech import find_espeak, speak
 from worker.engines.cpu_words import compose
 
@@ -33,6 +35,7 @@ class CpuEngine(Engine):
         self._detectors: Detectors | None = None
         self._espeak: str | None = None
         self._info = EngineInfo(engine=self.name, device="cpu")
+        self._memory = Memory()
 
     def load(self) -> EngineInfo:
         """Load the face cascade and HOG detector; with TTS on, check espeak-ng and the voice."""
@@ -71,17 +74,24 @@ class CpuEngine(Engine):
         if cancel.is_set():
             return
         measures = self.measure(request)
+        # Questions are answered in full and do not count as said to the running commentary.
+        said = None
+        if request.kind != "answer":
+            said = self._memory.for_source(request.source, request.context)
         sentences = compose(
             measures,
             request.instruction,
             request.context,
             request.kind,
             request.max_new_tokens,
+            said,
         )
         executable = self._speech_executable() if request.speak else None
-        for n, sentence in enumerate(sentences):
+        for n, (topic, sentence) in enumerate(sentences):
             if cancel.is_set():
                 return
+            if said is not None:
+                said.record(topic, sentence)  # before the yield: a consumer may stop after it
             pcm = speak(sentence, self.settings.espeak_voice, executable) if executable else None
             # A space between sentences, so the chunks join into the whole commentary.
             text = sentence if n == len(sentences) - 1 else sentence + " "

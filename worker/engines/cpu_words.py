@@ -3,6 +3,7 @@
 Each topic (people, faces, motion, colours, light, scene) has one sentence writer that says only
 what `Measures` holds, with numbers in words ("No people are visible."). The instruction picks
 the lead topics by keyword; a question (`kind == "answer"`) gets a direct answer first.
+What was said before is left out unless the instruction asks for repeats (`cpu_memory`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from collections.abc import Callable, Sequence
 
 from worker.engines.cpu_analysis import Measures
+from worker.engines.cpu_memory import NOTHING_NEW, Said, asks_for_repeats, key, said_in, still
+from worker.engines.cpu_motion import Thing
 
 # Keywords are matched against whole words of the lower-cased instruction.
 TOPIC_WORDS: dict[str, tuple[str, ...]] = {
@@ -30,10 +33,8 @@ TOPIC_WORDS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 DEFAULT_ORDER = ("scene", "people", "faces", "motion", "colours", "light")
 MAX_SENTENCES = 4
-MIN_SENTENCES = 2
 _NUMBERS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten")
 _YES_NO = ("is", "are", "does", "do", "can", "has", "have", "did", "was", "were", "any")
-_ALREADY_SAID = "Nothing else has changed since the last comment."
 BIG_LIGHT_CHANGE = 80.0  # grey levels, first frame to last: "much darker"
 TREND = 20.0  # grey levels: "getting darker"
 # Mean grey level of the last frame (upper bounds) and how it is said.
@@ -81,6 +82,8 @@ def motion_sentence(m: Measures) -> str:
     motion = m.motion
     if not motion.moving:
         return "Nothing is moving." if m.frames > 1 else "One frame only, so no motion to measure."
+    if len(motion.things) > 1:
+        return things_sentence(motion.things)
     if motion.camera:
         return f"The camera is moving: the whole view shifts {motion.direction}."
     heading = f", heading {motion.direction}" if motion.direction else ""
@@ -88,6 +91,27 @@ def motion_sentence(m: Measures) -> str:
         return f"The whole picture is changing{heading}."
     size = "A large area" if motion.fraction > 0.15 else "Something"
     return f"{size} is moving {_places([motion.where])}{heading}."
+
+
+def things_sentence(things: Sequence[Thing]) -> str:
+    """'Two things are moving apart: one on the left heading left and one on the right ...'"""
+    parts = [
+        f"one {_places([t.where])}" + (f" heading {t.direction}" if t.direction else "")
+        for t in things
+    ]
+    return f"{count_words(len(things), 'thing', 'things')} are moving{_relative(things)}: {_join(parts)}."
+
+
+def _relative(things: Sequence[Thing]) -> str:
+    """' apart' or ' towards each other' for two things going sideways."""
+    if len(things) != 2:
+        return ""
+    a, b = sorted(things, key=lambda t: t.x)
+    if (a.direction, b.direction) == ("left", "right"):
+        return " apart"
+    if (a.direction, b.direction) == ("right", "left"):
+        return " towards each other"
+    return ""
 
 
 def colours_sentence(m: Measures) -> str:
@@ -145,70 +169,64 @@ def answer_sentence(question: str, topic: str, m: Measures) -> str:
     return fact
 
 
-def compose(
-    m: Measures, instruction: str, context: Sequence[str], kind: str, max_words: int
-) -> list[str]:
-    """2-4 sentences: asked-about topics first, then the rest; repeats of `context` reworded."""
+def candidates(m: Measures, instruction: str, kind: str) -> list[tuple[str, str]]:
+    """Every sentence worth saying as (topic, sentence): asked-about topics first."""
     asked = topics_of(instruction)
-    sentences: list[str] = []
+    found: list[tuple[str, str]] = []
     if kind == "answer" and not asked:
-        sentences.append(
-            "I can only measure people, faces, motion, colours and light; here is what I see."
+        found.append(
+            (
+                "limits",
+                "I can only measure people, faces, motion, colours and light; here is what I see.",
+            )
         )
     for topic in asked:
-        sentences.append(
-            answer_sentence(instruction, topic, m) if kind == "answer" else WRITERS[topic](m)
-        )
-    said = _said_before(context)
-    lead_count = len(sentences)
+        sentence = answer_sentence(instruction, topic, m) if kind == "answer" else WRITERS[topic](m)
+        found.append((topic, sentence))
     for topic in DEFAULT_ORDER:
         if topic in asked or (topic == "scene" and not m.scene_cut):
             continue
         if topic == "faces" and m.faces == 0:
             continue  # "no faces" adds nothing unless asked
-        sentences.append(WRITERS[topic](m))
-    out: list[str] = []
-    for n, sentence in enumerate(sentences):
-        if _key(sentence) in said:
-            if n >= max(lead_count, 1):
-                continue  # unchanged and not asked about: leave it out
-            sentence = still(sentence)
-        out.append(sentence)
-    if len(out) < MIN_SENTENCES:
-        out.append(_ALREADY_SAID)
-    return _limit(out[:MAX_SENTENCES], max_words)
+        found.append((topic, WRITERS[topic](m)))
+    return found
 
 
-def still(sentence: str) -> str:
-    """'No people are visible.' -> 'Still no people are visible.'"""
-    sentence = sentence.removeprefix("Still, ").removeprefix("Still ")
-    bare = sentence.split(" ", 1)[0] in _NUMBERS or sentence.startswith("Nothing")
-    lowered = sentence[0].lower() + sentence[1:]
-    return f"Still {lowered}" if bare else f"Still, {lowered}"
+def compose(
+    m: Measures,
+    instruction: str,
+    context: Sequence[str],
+    kind: str,
+    max_words: int,
+    said: Said | None = None,
+) -> list[tuple[str, str]]:
+    """Up to 4 (topic, sentence) pairs, asked-about topics first, leaving out repeats.
+
+    A repeat is a sentence of the previous commentary (`context`) or the last one `said` on its
+    topic. Questions are answered in full; an instruction that asks for repeats gets them
+    reworded ("Still, ..."); when everything is a repeat, only `NOTHING_NEW` is said.
+    """
+    found = candidates(m, instruction, kind)
+    if kind == "answer":
+        return _limit(found[:MAX_SENTENCES], max_words)
+    earlier = said_in(context)
+    repeat = asks_for_repeats(instruction)
+    out: list[tuple[str, str]] = []
+    for topic, sentence in found:
+        again = key(sentence) in earlier or (said is not None and said.repeats(topic, sentence))
+        if again and not repeat:
+            continue
+        out.append((topic, still(sentence) if again else sentence))
+    return _limit(out[:MAX_SENTENCES] or [("nothing", NOTHING_NEW)], max_words)
 
 
-def _key(sentence: str) -> str:
-    """Compare sentences without case, punctuation or a leading 'Still'."""
-    words = re.findall(r"[a-z0-9]+", sentence.lower())
-    return " ".join(words[1:] if words[:1] == ["still"] else words)
-
-
-def _said_before(context: Sequence[str]) -> set[str]:
-    said: set[str] = set()
-    for text in context:
-        for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
-            if sentence:
-                said.add(_key(sentence))
-    return said
-
-
-def _limit(sentences: list[str], max_words: int) -> list[str]:
+def _limit(sentences: list[tuple[str, str]], max_words: int) -> list[tuple[str, str]]:
     """Stop before the sentence that would pass `max_words` (always keep the first)."""
-    kept: list[str] = []
+    kept: list[tuple[str, str]] = []
     total = 0
-    for sentence in sentences:
+    for topic, sentence in sentences:
         total += len(sentence.split())
         if kept and total > max_words:
             break
-        kept.append(sentence)
+        kept.append((topic, sentence))
     return kept
