@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
 CONFLICT = 4409  # 4000 + HTTP 409, the convention for application close codes
+GONE = 4410  # the source was deleted through the API
 
 
 class SourceTaken(Exception):
@@ -50,6 +51,8 @@ class IngestClaim:
         """Claim the source; SourceTaken says who feeds it instead."""
         other = await producer_of(self.state.redis, self.state.keys, self.name)
         if other is None and await self.keep():
+            # A new feeder wants the name: a DELETE before it no longer applies.
+            await self.state.redis.delete(self.state.keys.removed(self.name))
             return
         if other is None:
             holder = await self.state.claims.holder(self.name) or ""
@@ -104,7 +107,7 @@ async def ingest_frames(socket: WebSocket[Any, Any, Any], state: AppState, name:
 
 async def _receive(socket: WebSocket[Any, Any, Any], state: AppState, claim: IngestClaim) -> None:
     from shared.jpeg import JpegError
-    from shared.publisher import FramePublisher  # loads OpenCV: only when used
+    from shared.publisher import FramePublisher, SourceRemoved  # loads OpenCV: only when used
 
     publisher = FramePublisher(state.redis, state.settings, claim.name, url="websocket")
     limit = state.settings.max_frame_bytes
@@ -130,6 +133,9 @@ async def _receive(socket: WebSocket[Any, Any, Any], state: AppState, claim: Ing
         except JpegError as exc:
             await socket.send_json({"error": str(exc)})
             continue
+        except SourceRemoved as exc:
+            await _close(socket, str(exc), 410, GONE)
+            return
         except REDIS_ERRORS as exc:
             log.warning("ingest of %s could not publish: %s", claim.name, exc)
             await socket.send_json({"error": "Redis is unavailable; frame dropped"})

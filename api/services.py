@@ -194,11 +194,14 @@ class SourceService:
         return str(job_id)
 
     async def remove(self, name: str) -> None:
+        """Delete `name` however it is fed (supervised, standalone producer, ingest); 404 if
+        it is unknown."""
         try:
             validate_source_name(name)
-            await control.stop_source(self.redis, self.settings, name)
-        except (SourceNameError, control.UnknownSource):
+        except SourceNameError:
             raise UnknownSourceError(name) from None
+        if not await control.remove_source(self.redis, self.settings, name):
+            raise UnknownSourceError(name)
 
     async def ask(self, name: str, question: str) -> str:
         """Queue a one-off question about `name`; returns the job id (429 when full)."""

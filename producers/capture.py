@@ -22,7 +22,7 @@ from producers.readers import EndOfStream, FrameReader, ReaderConfig, SourceOpen
 from producers.status import State, StatusWriter
 from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
-from shared.publisher import FramePublisher, encode_frame
+from shared.publisher import FramePublisher, SourceRemoved, encode_frame
 from shared.settings import Settings
 from shared.source_urls import SourceOptions, parse_source_url, redact_url
 from shared.urlpolicy import SourcePolicy
@@ -181,6 +181,11 @@ class Capture:
             assert not isinstance(result, str)
             try:
                 await self._publish(result, backoff)
+            except SourceRemoved as exc:
+                log.info("%s: %s; stopping", self.name, exc)
+                self._last_error = "removed through the API"
+                self.stop.set()
+                return "stopped"
             except REDIS_ERRORS as exc:
                 self.publisher.reregister()  # Redis may come back empty
                 return f"Redis unavailable: {exc}"

@@ -61,6 +61,11 @@ class Keys:
         """STRING: id of the worker commenting on this source. TTL LEASE_TTL, renewed by its owner."""
         return f"{self.prefix}:src:{source}:lease"
 
+    def removed(self, source: str) -> str:
+        """STRING, TTL REMOVED_TTL_S: the source was deleted through the API. Frame publishers
+        (producers, ingest sockets) check it when they (re-)register and stop feeding."""
+        return f"{self.prefix}:src:{source}:removed"
+
     def open_cycle(self, source: str) -> str:
         """HASH: the commentary cycle running on the source (a `CommentaryRecord`, status
         `open`, text so far). Deleted when the cycle ends; TTL 24 h. One a dead worker left

@@ -28,6 +28,10 @@ Image = npt.NDArray[np.uint8]
 REGISTER_REFRESH_S = 2.0
 
 
+class SourceRemoved(Exception):
+    """The source was deleted through the API (`Keys.removed`): stop feeding it."""
+
+
 def bound_image(image: Image, max_edge: int) -> Image:
     """`image` shrunk (never enlarged) so its longest edge is at most `max_edge`."""
     height, width = image.shape[:2]
@@ -133,6 +137,10 @@ class FramePublisher:
         self._registered = False
 
     async def _register(self) -> None:
+        if await self._redis.exists(self._keys.removed(self.source)):
+            # Frames sent since the DELETE (at most REGISTER_REFRESH_S of them) go too.
+            await self._redis.delete(self._keys.frames(self.source))
+            raise SourceRemoved(f"source {self.source!r} was removed through the API")
         registry = SourceRegistry(self._redis, self._keys, self._settings.default_instruction)
         await registry.register(self.source, self.url)
         if self._seq is None:

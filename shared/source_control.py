@@ -22,6 +22,7 @@ from shared.keys import Keys, validate_source_name
 from shared.producer_status import read_producer_status
 from shared.settings import Settings
 from shared.source_urls import SourceOptions, parse_source_url
+from shared.sources import SourceRegistry
 from shared.urlpolicy import SourcePolicy, check_source_url
 
 CAPTURE_JOB = "capture_source"
@@ -101,6 +102,7 @@ async def start_source(
             f"on {status.get('host')}, {status.get('state')})"
         )
     job_id = new_job_id(name)
+    await redis.delete(keys.removed(name))  # wanted again: feeders may register it
     entry = DesiredSource(
         name=name,
         url=url,
@@ -136,6 +138,35 @@ async def stop_source(redis: aioredis.Redis, settings: Settings, name: str) -> N
     if entry is not None and entry.job_id:
         # The capture also notices the missing entry within a second; the abort is quicker.
         await redis.zadd(keys.arq_abort, {entry.job_id: int(time.time() * 1000)})
+
+
+REMOVED_TTL_S = 60  # how long feeders of a deleted source keep being told to stop
+
+
+async def remove_source(redis: aioredis.Redis, settings: Settings, name: str) -> bool:
+    """Delete `name` wherever it comes from; False if it was neither registered nor wanted.
+
+    A supervised source is forgotten and its job aborted; every feeder (a supervised capture,
+    a standalone producer, an ingest socket) finds `Keys.removed` when it next registers (at
+    most REGISTER_REFRESH_S later) and stops. The source's state, frames, lease, statistics
+    and open cycle are deleted; its history stays (trimmed by HISTORY_MAXLEN) and its
+    producer status expires with its TTL.
+    """
+    keys = Keys(settings.key_prefix)
+    registry = SourceRegistry(redis, keys, settings.default_instruction)
+    wanted = await get_desired(redis, settings, name) is not None
+    registered = await registry.exists(name)
+    if not (wanted or registered):
+        return False
+    await redis.set(keys.removed(name), str(time.time()), ex=REMOVED_TTL_S)
+    if wanted:
+        try:
+            await stop_source(redis, settings, name)
+        except UnknownSource:
+            pass  # stopped by a concurrent call
+    await registry.remove(name)
+    await redis.delete(keys.worker_stats(name), keys.open_cycle(name))
+    return True
 
 
 async def list_desired(redis: aioredis.Redis, settings: Settings) -> list[DesiredSource]:

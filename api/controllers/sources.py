@@ -64,7 +64,8 @@ class SourcesController(Controller):
         responses=errors(401, *CHANGES, 404),
     )
     async def remove_source(self, name: str, service: SourceService) -> None:
-        """Stop capturing a source and forget it (its history stays)."""
+        """Remove a source however it is fed (supervised, standalone producer, ingest); its
+        feeders are told to stop; its history stays."""
         await service.remove(name)
 
     @put(
