@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import sys
 
+from shared.logs import setup_logging
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger("api")
@@ -61,12 +62,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         # Frames above MAX_FRAME_BYTES still arrive, to be answered with a clear error.
         ws_max_size=max(16 * 1024 * 1024, 2 * settings.max_frame_bytes),
         timeout_graceful_shutdown=3,
         proxy_headers=False,
     )
     server = uvicorn.Server(config)  # configures logging: add the filter after it
+    setup_logging(settings.log_level, "api", settings.log_format)  # Litestar replaced ours
     for name in ("uvicorn.access", "uvicorn.error", "litestar"):
         logging.getLogger(name).addFilter(RedactKeys())
     if open_api:

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command != "up":  # `up` writes var/redis.url; every other command may read it
         settings = with_redis_url_file(settings, env_file=args.env_file)
-    setup_logging(settings.log_level, args.command)
+    setup_logging(settings.log_level, args.command, settings.log_format)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
     try:
         return int(module.run(args, settings))

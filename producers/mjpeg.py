@@ -10,26 +10,26 @@ part), parts are bounded by MAX_FRAME_BYTES, and `interrupt()` shuts the socket 
 thread, so an abandoned reader's thread returns at once.
 
 With a `SourcePolicy`, the reader connects only to addresses the policy checked, and checks
-every redirect (at most MAX_REDIRECTS) again. Opening errors are one message whatever went
+every redirect (at most MAX_REDIRECTS) again. Credentials in the URL answer a 401 with Digest
+or Basic (`producers.http_auth`), and go to the URL's own origin only. Besides
+`multipart/x-mixed-replace`, a response of type `application/octet-stream` (or none) is read
+when its body starts with a boundary line: ffmpeg's own HTTP server sends its `mpjpeg` so. Opening errors are one message whatever went
 wrong (refused, timed out, not HTTP, not MJPEG), so they reveal nothing about the ports of
 other hosts; the log has the details.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
-import io
 import logging
-import math
-import socket
-import ssl
 import time
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
+from producers.http_auth import AuthError, Credentials, authorization, credentials_from_url
+from producers.http_socket import DeadlineSocket, connect
 from producers.readers import EndOfStream, Image, ReaderConfig, SourceOpenError
-from producers.sources import redact_url
 from shared.jpeg import JpegError, decode_jpeg
+from shared.source_urls import redact_url
 from shared.urlpolicy import CheckedSource, SourcePolicyError, check_source_url
 
 log = logging.getLogger(__name__)
@@ -38,53 +38,7 @@ MAX_HEADER_LINE = 4096
 MAX_PART_HEADERS = 32
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-
-
-class _DeadlineIO(io.RawIOBase):
-    """Reads of a socket, each bounded by the time left until `deadline` (monotonic)."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.deadline = math.inf
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("deadline passed")
-        self.sock.settimeout(left)
-        return self.sock.recv_into(buffer)
-
-
-class _DeadlineSocket:
-    """The part of a socket http.client uses, with reads bounded by a deadline."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.io = _DeadlineIO(sock)
-
-    def sendall(self, data: bytes) -> None:
-        self.sock.settimeout(max(0.001, self.io.deadline - time.monotonic()))
-        self.sock.sendall(data)
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(self.io)
-
-    def shutdown(self) -> None:
-        try:  # wakes a recv blocked in another thread (close() alone would not)
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        # http.client closes its socket once a response says it will close (HTTP/1.0, as most
-        # cameras answer) and reads on from the response: the reader's close() frees it.
-        pass
-
-    def release(self) -> None:
-        self.sock.close()
+SNIFFED_TYPES = ("application/octet-stream", "")  # the boundary is read from the body
 
 
 class MjpegReader:
@@ -97,8 +51,9 @@ class MjpegReader:
     def __init__(self, url: str, config: ReaderConfig, checked: CheckedSource | None) -> None:
         self._config = config
         self._shown = redact_url(url)
-        self._sock: _DeadlineSocket | None = None
+        self._sock: DeadlineSocket | None = None
         self._conn: http.client.HTTPConnection | None = None
+        self._in_headers = False  # True once the boundary line of the next part was consumed
         try:
             self._resp = self._open(url, checked)
             self._boundary = self._check_response()
@@ -112,22 +67,40 @@ class MjpegReader:
                 f"cannot open MJPEG stream {self._shown!r} "
                 "(unreachable, refused, timed out, or not an MJPEG stream)"
             ) from None
-        self._in_headers = False  # True once the boundary line of the next part was consumed
 
     def _open(self, url: str, checked: CheckedSource | None) -> http.client.HTTPResponse:
         deadline = time.monotonic() + self._config.open_timeout
-        auth = _basic_auth(url)
+        creds = credentials_from_url(url)
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self._request(url, checked, auth, deadline)
+            resp = self._request(url, checked, None, deadline)
+            if resp.status == 401 and creds is not None:
+                resp = self._authenticate(resp, url, checked, creds, deadline)
             location = resp.getheader("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
             self.close()
             target = urljoin(url, location)
             if urlsplit(target)[:2] != urlsplit(url)[:2]:
-                auth = None  # credentials go to the host they were written for only
+                creds = None  # credentials go to the host they were written for only
             url, checked = target, self._check_redirect(target)
         raise OSError(f"more than {MAX_REDIRECTS} redirects")
+
+    def _authenticate(
+        self,
+        refused: http.client.HTTPResponse,
+        url: str,
+        checked: CheckedSource | None,
+        creds: Credentials,
+        deadline: float,
+    ) -> http.client.HTTPResponse:
+        """Answer a 401's challenge on a new connection (cameras often close after a 401)."""
+        challenges = refused.msg.get_all("WWW-Authenticate") or []
+        self.close()
+        try:
+            auth = authorization(challenges, creds, "GET", _request_target(url))
+        except AuthError as exc:
+            raise SourceOpenError(f"{self._shown}: {exc}", permanent=True) from None
+        return self._request(url, checked, auth, deadline)
 
     def _check_redirect(self, url: str) -> CheckedSource | None:
         if urlsplit(url).scheme not in ("http", "https"):
@@ -149,14 +122,13 @@ class MjpegReader:
         conn = conn_type(parts.hostname or "", port)  # sets the Host header; we connect
         self._conn = conn
         addresses = checked.addresses if checked is not None else ()
-        self._sock = _connect(parts.hostname or "", port, addresses, https, deadline)
+        self._sock = connect(parts.hostname or "", port, addresses, https, deadline)
         self._sock.io.deadline = deadline
         conn.sock = self._sock
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"Accept": "multipart/x-mixed-replace"}
-        if auth is not None:  # http://user:pass@cam/... as IP cameras expect
+        if auth is not None:  # the answer to the camera's 401
             headers["Authorization"] = auth
-        conn.request("GET", path, headers=headers)
+        conn.request("GET", _request_target(url), headers=headers)
         return conn.getresponse()
 
     def _check_response(self) -> bytes:
@@ -164,6 +136,8 @@ class MjpegReader:
         if resp.status != 200:
             raise OSError(f"HTTP {resp.status} {resp.reason}")
         content_type = resp.getheader("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() in SNIFFED_TYPES:
+            return self._sniff_boundary()
         if not content_type.lower().startswith("multipart/"):
             raise OSError(f"Content-Type {content_type!r}, expected multipart/x-mixed-replace")
         for param in content_type.split(";")[1:]:
@@ -171,6 +145,17 @@ class MjpegReader:
             if key.lower() == "boundary" and value:
                 return value.strip('"').lstrip("-").encode()
         raise OSError("multipart Content-Type without a boundary")
+
+    def _sniff_boundary(self) -> bytes:
+        """The boundary of a body that starts with one (`--ffmpeg`), consumed as a part's."""
+        for _ in range(3):  # a blank line or two may come first
+            line = self._resp.readline(MAX_HEADER_LINE).strip()
+            if line.startswith(b"--") and len(line) > 2:
+                self._in_headers = True
+                return line[2:]
+            if line:
+                break
+        raise OSError("neither multipart/x-mixed-replace nor a body starting with a boundary")
 
     def read(self) -> Image | None:
         """The next frame; None for a part that is not a valid JPEG; EndOfStream when the
@@ -253,32 +238,7 @@ class MjpegReader:
             self._sock.release()
 
 
-def _basic_auth(url: str) -> str | None:
+def _request_target(url: str) -> str:
+    """The path and query sent in the request line (and in a Digest `uri`)."""
     parts = urlsplit(url)
-    if parts.username is None:
-        return None
-    token = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-    return "Basic " + base64.b64encode(token.encode()).decode()
-
-
-def _connect(
-    host: str, port: int, addresses: tuple[str, ...], https: bool, deadline: float
-) -> _DeadlineSocket:
-    """A socket to `host`, through one of the checked `addresses` when there are some."""
-    timeout = max(0.001, deadline - time.monotonic())
-    errors: list[str] = []
-    for address in addresses or (host,):
-        try:
-            sock = socket.create_connection((address, port), timeout=timeout)
-            break
-        except OSError as exc:
-            errors.append(f"{address}: {exc}")
-    else:
-        raise OSError("; ".join(errors))
-    if https:
-        try:
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-        except OSError:
-            sock.close()
-            raise
-    return _DeadlineSocket(sock)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
+
 log = logging.getLogger(__name__)
 
 ENGINES = ("cpu", "minicpmo", "transformers")
 ENGINE_DEVICES = ("auto", "cuda", "cpu")
 RTSP_TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 AUTO_MIN_INGEST_PIXELS = 4096 * 2160  # a 4K camera frame, decoded: 26.5 MB of BGR
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "device")  # see shared/urlpolicy.py
 
@@ -336,6 +340,13 @@ class Settings:
 
     # --- Process ---
     log_level: str = _var("INFO", "Log level", "process", choices=LOG_LEVELS)
+    log_format: str = _var(
+        "text",
+        "Log lines as `time level role: message` (text) or one JSON object per line (json: ts, "
+        "level, role, logger, message, exc) for log collectors",
+        "process",
+        choices=LOG_FORMATS,
+    )
     worker_id: str = _var(
         "", "Name of this worker in leases and status (empty: host-pid)", "process"
     )
@@ -359,23 +370,41 @@ def env_name(f: dataclasses.Field[Any]) -> str:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a `.env` file: KEY=VALUE lines, `#` comments, optional quotes, optional `export`."""
+    """Parse a `.env` file with python-dotenv's parser, as `docker compose` reads one.
+
+    `KEY=VALUE` lines, optional `export `, `#` comments (inside quotes a `#` is text; after an
+    unquoted value it needs a blank before it), blanks and tabs around unquoted values dropped,
+    double quotes with backslash escapes (`\\t`, `\\n`), single quotes taken literally, and
+    `${VAR}` / `${VAR:-default}` expanded outside single quotes, from the environment first
+    (which also wins over the file for settings), then the lines above. python-dotenv alone
+    would expand inside single quotes too; compose does not, and neither does Lookout.
+    A line that is not `KEY=VALUE` stops the process with its number.
+    """
     values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise SettingsError(f"{path}:{number}: expected KEY=VALUE, got {raw!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].strip()
-        values[key.strip()] = value
+    with path.open(encoding="utf-8") as stream:
+        for binding in parse_stream(stream):
+            where = f"{path}:{binding.original.line}"
+            if binding.error:
+                raise SettingsError(
+                    f"{where}: expected KEY=VALUE, got {binding.original.string.strip()!r}"
+                )
+            if binding.key is None:
+                continue  # a blank or comment line
+            if binding.value is None:
+                raise SettingsError(
+                    f"{where}: {binding.key} has no value (expected {binding.key}=VALUE)"
+                )
+            value = binding.value
+            if not _single_quoted(binding.original.string):
+                known = {**values, **os.environ}
+                value = "".join(atom.resolve(known) for atom in parse_variables(value))
+            values[binding.key] = value
     return values
+
+
+def _single_quoted(line: str) -> bool:
+    """True if the value of a `KEY=VALUE` line is in single quotes."""
+    return line.partition("=")[2].lstrip(" \t").startswith("'")
 
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
