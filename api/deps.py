@@ -1,10 +1,14 @@
-"""Dependencies handlers declare by name: `lookout` (the process state) and `service`."""
+"""Dependencies handlers declare by name: `lookout` (the process state), and one service per
+thing served: `service` (sources), `history`, `jobs`, `statuses`."""
 
 from __future__ import annotations
 
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from api.history import HistoryService
+from api.jobs import JobService
+from api.overview import StatusService
 from api.services import SourceService
 from api.state import AppState
 
@@ -18,7 +22,22 @@ def provide_service(lookout: AppState) -> SourceService:
     return SourceService(lookout)
 
 
+def provide_history(lookout: AppState) -> HistoryService:
+    return HistoryService(lookout)
+
+
+def provide_jobs(lookout: AppState) -> JobService:
+    return JobService(lookout)
+
+
+def provide_statuses(lookout: AppState) -> StatusService:
+    return StatusService(lookout)
+
+
 DEPENDENCIES = {
     "lookout": Provide(provide_lookout, sync_to_thread=False),
     "service": Provide(provide_service, sync_to_thread=False),
+    "history": Provide(provide_history, sync_to_thread=False),
+    "jobs": Provide(provide_jobs, sync_to_thread=False),
+    "statuses": Provide(provide_statuses, sync_to_thread=False),
 }

@@ -33,8 +33,8 @@ class FrameViewer:
     seen: int = 0
 
 
-class FrameReader:
-    """The XREAD loop of one source; `version` counts frames read since start."""
+class ViewerFrames:
+    """Frames of one source for its HTTP viewers (the XREAD loop); `version` counts frames read."""
 
     def __init__(self, source: str, redis: aioredis.Redis, keys: Keys, metrics: ApiMetrics) -> None:
         self.source = source
@@ -98,7 +98,7 @@ class FrameHub:
         self._redis = redis
         self._keys = keys
         self._metrics = metrics
-        self._readers: dict[str, FrameReader] = {}
+        self._readers: dict[str, ViewerFrames] = {}
 
     def viewer_count(self, source: str | None = None) -> int:
         readers = self._readers.values() if source is None else [self._readers.get(source)]
@@ -109,7 +109,7 @@ class FrameHub:
         """A paced stream of the newest frames of `source`, until the block ends."""
         reader = self._readers.get(source)
         if reader is None:
-            reader = self._readers[source] = FrameReader(
+            reader = self._readers[source] = ViewerFrames(
                 source, self._redis, self._keys, self._metrics
             )
         viewer = FrameViewer()
@@ -133,7 +133,7 @@ class FrameHub:
 class FrameStream:
     """What one viewer iterates: the newest frame each time, never faster than `max_fps`."""
 
-    def __init__(self, reader: FrameReader, viewer: FrameViewer, metrics: ApiMetrics) -> None:
+    def __init__(self, reader: ViewerFrames, viewer: FrameViewer, metrics: ApiMetrics) -> None:
         self._reader = reader
         self._viewer = viewer
         self._metrics = metrics

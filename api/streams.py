@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 
-from api.services import history_item
+from api.history import history_item
 from api.state import AppState
 from shared.bus import REDIS_ERRORS
 from shared.messages import PCM_RATE, AudioChunk, CycleEvent, SourceNotice, TextChunk

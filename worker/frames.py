@@ -85,8 +85,8 @@ async def current_buffer(
     return buffer
 
 
-class FrameReader:
-    """Feeds new frames of every held source into its slot's sample buffer."""
+class StreamFrames:
+    """Frames from the sources' Redis streams, fed into each held slot's sample buffer."""
 
     def __init__(
         self, redis: aioredis.Redis, keys: Keys, settings: Settings, scheduler: Scheduler

@@ -25,7 +25,7 @@ from worker import status
 from worker.asks import AskHandler, run_ask_worker
 from worker.cycle import CycleRunner
 from worker.engines.base import Engine, WindowFrame
-from worker.frames import FrameReader, current_buffer
+from worker.frames import StreamFrames, current_buffer
 from worker.instructions import InstructionKeeper
 from worker.leases import Leases
 from worker.runner import EngineRunner
@@ -58,7 +58,7 @@ class CommentaryWorker:
         self.instructions = InstructionKeeper(self.redis, self.keys)
         self.leases = Leases(self.redis, self.keys, worker_id, settings.lease_ttl)
         self.keeper = LeaseKeeper(self, self.leases, settings.max_sources_per_worker)
-        self.frames = FrameReader(self.redis, self.keys, settings, self.scheduler)
+        self.frames = StreamFrames(self.redis, self.keys, settings, self.scheduler)
         self.asks = AskHandler(self.cycles, self.window_for, settings)
         self.cycle_count = 0
         self.started_at = time.time()

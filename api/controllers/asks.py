@@ -8,8 +8,8 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from api import routes
 from api.auth import CONTROL, require_scope
 from api.controllers import CHANGES, SECURED, errors
+from api.jobs import JobService
 from api.schemas import AskIn, JobAccepted, JobOut
-from api.services import SourceService
 
 
 class AsksController(Controller):
@@ -25,13 +25,13 @@ class AsksController(Controller):
         opt={"scope": CONTROL},
         responses=errors(401, *CHANGES, 404, 413, 422, 429),
     )
-    async def ask(self, name: str, data: AskIn, service: SourceService) -> JobAccepted:
+    async def ask(self, name: str, data: AskIn, jobs: JobService) -> JobAccepted:
         """Queue a question about what the source shows now; poll the link for the answer
         (the answer also streams on the source's SSE as `chunk` events with kind=answer)."""
-        job_id = await service.ask(name, data.question)
+        job_id = await jobs.ask(name, data.question)
         return JobAccepted(job_id, routes.job_link(job_id))
 
     @get(routes.JOB, name="asks:job", operation_id="getJob", responses=errors(401, 404))
-    async def job(self, job_id: str, service: SourceService) -> JobOut:
+    async def job(self, job_id: str, jobs: JobService) -> JobOut:
         """State of a question's job and, once done, its answer."""
-        return await service.job(job_id)
+        return await jobs.job(job_id)

@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from api import routes
 from api.auth import CONTROL, require_scope
 from api.controllers import CHANGES, SECURED, errors
+from api.history import HistoryService
 from api.schemas import (
     HistoryOut,
     InstructionIn,
@@ -88,7 +89,7 @@ class SourcesController(Controller):
         responses=errors(401, 404, 422),
     )
     async def history(
-        self, name: str, service: SourceService, limit: Limit = 20, before: Before = None
+        self, name: str, history: HistoryService, limit: Limit = 20, before: Before = None
     ) -> HistoryOut:
         """Past commentaries, newest first (page back with `before`)."""
-        return await service.history(name, limit, before)
+        return await history.history(name, limit, before)

@@ -11,8 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api import routes
 from api.auth import require_scope
 from api.controllers import SECURED, errors
+from api.overview import StatusService
 from api.schemas import ConfigOut, HealthOut, StatusOut
-from api.services import SourceService
 from api.state import AppState
 from shared.bus import REDIS_ERRORS
 from shared.messages import PCM_RATE
@@ -26,10 +26,10 @@ class StatusController(Controller):
     security = SECURED
 
     @get(routes.STATUS, name="status:all", operation_id="getStatus", responses=errors(401))
-    async def status(self, service: SourceService) -> StatusOut:
+    async def status(self, statuses: StatusService) -> StatusOut:
         """Per source: producer state and fps, worker and engine, speech, last commentary
         time, viewers on this replica; and every live worker."""
-        return await service.status()
+        return await statuses.status()
 
     @get(
         routes.METRICS,

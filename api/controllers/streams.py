@@ -12,8 +12,9 @@ from api import routes
 from api.auth import CONTROL, require_scope
 from api.controllers import MEDIA_SECURED, errors
 from api.errors import FieldError, ServiceUnavailable
+from api.history import STREAM_ID_RE
 from api.ingest import ingest_frames
-from api.services import STREAM_ID_RE, SourceService
+from api.services import SourceService
 from api.state import AppState
 from api.streams import MJPEG_BOUNDARY, EventStream, audio_stream, mjpeg_stream
 from api.tokens import INGEST, MEDIA

@@ -1,0 +1,50 @@
+"""`GET /api/status`: producer, worker, speech and viewers of every source."""
+
+from __future__ import annotations
+
+from api.schemas import SourceStatus, StatusOut
+from api.services import Service
+from shared import source_control as control
+from shared.producer_status import read_producer_status
+from shared.records import as_text, decode_hash
+
+
+class StatusService(Service):
+    """The status of everything, for one request."""
+
+    async def status(self) -> StatusOut:
+        """Producer, worker, speech and viewers of every source."""
+        workers = await self._workers()
+        desired = {e.name: e for e in await control.list_desired(self.redis, self.settings)}
+        names = sorted(set(await self.state.registry.names()) | set(desired))
+        sources = [await self._source_status(n, workers, desired.get(n)) for n in names]
+        return StatusOut(sources, workers, self.state.viewers())
+
+    async def _workers(self) -> dict[str, dict[str, str]]:
+        workers: dict[str, dict[str, str]] = {}
+        head = self.keys.worker_status("")
+        async for key in self.redis.scan_iter(match=self.keys.worker_pattern, count=100):
+            name = as_text(key)
+            raw = await self.redis.hgetall(name)  # type: ignore[misc]
+            if raw:
+                workers[name[len(head) :]] = decode_hash(raw)
+        return workers
+
+    async def _source_status(
+        self, name: str, workers: dict[str, dict[str, str]], entry: control.DesiredSource | None
+    ) -> SourceStatus:
+        status = await read_producer_status(self.redis, self.settings, name)
+        producer: dict[str, object] | None = dict(status) if status is not None else None
+        if entry is not None and entry.error:  # failed for good: its status key may be gone
+            producer = {**(producer or {}), "state": "failed", "error": entry.error}
+        lease = await self.redis.get(self.keys.lease(name))
+        worker = None if lease is None else as_text(lease)
+        stats = decode_hash(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]
+        worker_status = workers.get(worker) if worker else None
+        tts_flag = (worker_status or {}).get("tts", "")
+        tts = tts_flag.lower() in ("1", "true", "on") if tts_flag else self.settings.enable_tts
+        newest = await self.redis.xrevrange(self.keys.history(name), count=1)
+        last = int(newest[0][0].split(b"-")[0]) / 1000 if newest else None
+        return SourceStatus(
+            name, producer, worker, worker_status, stats, tts, last, self.state.viewers(name)
+        )
