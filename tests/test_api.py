@@ -31,6 +31,7 @@ from tests.test_api_support import (
     add_history,
     make_jpeg,
     say,
+    subscribed,
     wait_until,
 )
 
@@ -257,14 +258,13 @@ async def test_frame_and_mjpeg_deliver_real_jpegs(api: Api) -> None:
             boundary = resp.headers["content-type"].split("boundary=")[1].encode()
             body = b""
             stream = resp.aiter_bytes()
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(10):
                 body += await anext(stream)
-                await asyncio.sleep(0.2)
                 for seq, jpeg in enumerate(jpegs[1:], start=2):
+                    # Each frame once the previous one arrived: every frame is sent.
                     await add_frame(api.redis, api.keys, name, seq, jpeg)
-                    await asyncio.sleep(0.25)  # slower than DISPLAY_FPS: every frame is sent
-                while body.count(b"--" + boundary) < 3 or not body.endswith(b"\r\n"):
-                    body += await anext(stream)
+                    while body.count(b"--" + boundary) < seq or not body.endswith(b"\r\n"):
+                        body += await anext(stream)
     parts = [p for p in body.split(b"--" + boundary) if p.strip()]
     payloads = [p.split(b"\r\n\r\n", 1)[1][:-2] for p in parts[:3]]
     assert payloads == jpegs
@@ -282,7 +282,7 @@ async def test_audio_is_a_raw_pcm_stream_with_its_format_in_headers(api: Api) ->
             assert resp.headers["x-audio-sample-rate"] == "48000"
             assert resp.headers["x-audio-channels"] == "1"
             assert resp.headers["content-type"].startswith("audio/pcm")
-            await asyncio.sleep(0.3)
+            await subscribed(api.redis, api.keys.audio_channel(name))
             for seq, data in enumerate(pcm):
                 await pub.audio(AudioChunk(source=name, cycle="c", seq=seq, pcm=data))
             # Text and other rates never reach the PCM stream.

@@ -34,6 +34,7 @@ ARTIFACT = REPO / "test-artifacts" / "slow_viewer.json"
 SSE_MESSAGES = 300
 SSE_TEXT_BYTES = 32_000  # 300 x 32 kB is far more than the stalled socket's buffers
 MJPEG_FRAMES = 50
+SSE_IN_FLIGHT = 4  # chunks the publisher may be ahead of the fast viewer (< VIEWER_QUEUE=8)
 
 
 @pytest.fixture
@@ -108,17 +109,26 @@ async def sse_phase(api: ApiServer, redis: aioredis.Redis, keys: Keys, slow: boo
             expected = 2 if slow else 1
             await wait_until(lambda: _viewers(http, "sse", expected), timeout=5)
 
+            progress = asyncio.Condition()
+            seqs: list[int] = []
+
             async def publish() -> None:
+                # Paced by the fast viewer, not by the clock: at most SSE_IN_FLIGHT ahead of
+                # what it received, so a loaded machine cannot overflow its queue, while
+                # the stalled viewer (which reads nothing) still falls SSE_MESSAGES behind.
                 for seq in range(SSE_MESSAGES):
+                    async with progress:
+                        await progress.wait_for(lambda s=seq: s - len(seqs) < SSE_IN_FLIGHT)
                     await pub.text(TextChunk(source="cam", cycle="p", seq=seq, text=filler))
-                    await asyncio.sleep(0.003)
 
             sender = asyncio.create_task(publish())
-            latencies, seqs = [], []
+            latencies = []
             for _ in range(SSE_MESSAGES):
                 event = await sse.until("chunk", timeout=20)
                 latencies.append(time.time() - event.data["ts"])
-                seqs.append(event.data["seq"])
+                async with progress:
+                    seqs.append(event.data["seq"])
+                    progress.notify_all()
             await sender
             assert seqs == list(range(SSE_MESSAGES))  # the fast viewer lost nothing
             if slow:

@@ -151,6 +151,15 @@ class SseReader:
                     return found
 
 
+async def subscribed(redis: aioredis.Redis, channel: str, count: int = 1) -> None:
+    """Wait until `count` clients subscribe to `channel` (PUBSUB NUMSUB), before publishing."""
+
+    async def enough() -> bool:
+        return int((await redis.pubsub_numsub(channel))[0][1]) >= count
+
+    await wait_until(enough, timeout=10)
+
+
 async def wait_until(check: Any, timeout: float = 5.0, interval: float = 0.05) -> Any:  # noqa: ASYNC109
     """Poll the async callable `check` until it returns something truthy."""
     deadline = time.monotonic() + timeout
