@@ -49,8 +49,10 @@ def stack(tmp_path: Path, test_env: dict[str, str]) -> Iterator[tuple[str, dict[
         wait_for_port(port, timeout=30)
         yield f"http://127.0.0.1:{port}", env
     finally:
-        for proc in reversed(procs):
-            assert proc.stop() in (0, -signal.SIGTERM), proc.log()
+        # Stop every process first, then assert: one failing must not leave the others running.
+        codes = [(proc.stop(), proc) for proc in reversed(procs)]
+    for code, proc in codes:
+        assert code in (0, -signal.SIGTERM), proc.log()
 
 
 @pytest.mark.slow

@@ -213,7 +213,15 @@ async def test_two_supervisors_capture_each_source_once_and_sigterm_hands_over(
     with pytest.raises(SourceExists, match="failed"):  # kept, with its error, until removed
         await start_source(redis_client, settings, "broken", str(broken))
     await stop_source(redis_client, settings, "broken")
-    await asyncio.sleep(2)  # long enough for a second capture of a source to show
+    # Enough new frames of every source that a second capture of one would have shown in them.
+    # (Sequence numbers, not stream lengths: FRAMES_MAXLEN caps the length.)
+    seqs = {n: await _last_seq(redis_client, keys, n) for n in names}
+
+    async def grew() -> bool:
+        now = [await _last_seq(redis_client, keys, n) for n in names]
+        return all(seq >= seqs[n] + 5 for seq, n in zip(now, names, strict=True))
+
+    await _until(grew, 20, "five more frames of every source")
     assert one.stop(signal.SIGTERM) == 0, one.log()  # a graceful stop releases its claims
     await _until(lambda: all_live({str(two.proc.pid)}), 20, "all sources on the second")
     for name in names:
