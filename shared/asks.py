@@ -17,6 +17,7 @@ from arq.jobs import JobStatus
 
 from shared.arqpool import arq_client, job_handle
 from shared.keys import Keys, validate_source_name
+from shared.records import AskResult, RecordError
 from shared.settings import Settings
 
 ASK_FUNCTION = "ask"
@@ -96,8 +97,12 @@ async def ask_status(redis: aioredis.Redis, settings: Settings, job_id: str) -> 
         return AskStatus(**base, status="queued")
     if state == JobStatus.in_progress:
         return AskStatus(**base, status="in_progress")
-    result = getattr(info, "result", None)
-    if getattr(info, "success", False) and isinstance(result, dict) and "answer" in result:
-        return AskStatus(**base, status="complete", answer=str(result["answer"]))
-    error = result.get("error") if isinstance(result, dict) else result
+    raw = getattr(info, "result", None)
+    try:  # a map from our handler; an exception (arq's timeout, a crash) is not one
+        result = AskResult.from_fields(raw) if isinstance(raw, dict) else None
+    except RecordError:
+        result = None
+    if getattr(info, "success", False) and result is not None and result.answer is not None:
+        return AskStatus(**base, status="complete", answer=result.answer)
+    error = result.error if result is not None else raw
     return AskStatus(**base, status="failed", error=str(error))

@@ -143,3 +143,39 @@ class CommentaryRecord:
             question=_text(fields, "question", ""),
             job_id=_text(fields, "job_id", ""),
         )
+
+
+@dataclass(frozen=True)
+class AskResult:
+    """The result of an ask job (arq stores it as a msgpack map): an answer or an error.
+
+    `partial` is what was said before a cut-off (ASK_TIMEOUT or shutdown); `cycle` is the
+    commentary cycle that answered, for finding it in the history.
+    """
+
+    source: str = ""
+    answer: str | None = None
+    error: str | None = None
+    partial: str = ""
+    cycle: str = ""
+
+    def to_fields(self) -> dict[str, str]:
+        fields = {"source": self.source, "partial": self.partial, "cycle": self.cycle}
+        if self.answer is not None:
+            fields["answer"] = self.answer
+        if self.error is not None:
+            fields["error"] = self.error
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> AskResult:
+        answer, error = _get(fields, "answer"), _get(fields, "error")
+        if answer is None and error is None:
+            raise RecordError("an ask result needs 'answer' or 'error'")
+        return cls(
+            source=_text(fields, "source", ""),
+            answer=None if answer is None else _text(fields, "answer"),
+            error=None if error is None else _text(fields, "error"),
+            partial=_text(fields, "partial", ""),
+            cycle=_text(fields, "cycle", ""),
+        )

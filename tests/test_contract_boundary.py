@@ -14,7 +14,7 @@ from arq.constants import abort_jobs_ss
 
 from shared.backoff import Backoff
 from shared.keys import Keys
-from shared.records import as_text, decode_hash
+from shared.records import AskResult, RecordError, as_text, decode_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,3 +100,14 @@ def test_arq_key_names_match_arq() -> None:
     keys = Keys("lk")
     assert keys.arq_abort == abort_jobs_ss
     assert keys.producer_health_check("s1") == "lk:arq:producers:health-check:s1"
+
+
+def test_ask_result_round_trips_and_needs_an_answer_or_an_error() -> None:
+    done = AskResult(source="cam", answer="Two cars.", cycle="w-1a2b3c-4")
+    assert AskResult.from_fields(done.to_fields()) == done
+    cut = AskResult(source="cam", error="cut off", partial="Two")
+    assert (
+        AskResult.from_fields({k.encode(): v.encode() for k, v in cut.to_fields().items()}) == cut
+    )
+    with pytest.raises(RecordError, match="answer"):
+        AskResult.from_fields({"source": "cam"})

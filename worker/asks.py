@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from arq.worker import Worker, func
@@ -25,6 +26,7 @@ from shared.asks import ASK_FUNCTION, KEEP_RESULT_S
 from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS, redis_timeouts
 from shared.keys import Keys
+from shared.records import AskResult
 from shared.settings import Settings
 from worker.cycle import Ask, CycleRunner
 from worker.engines.base import WindowFrame
@@ -51,10 +53,12 @@ class AskHandler:
             cancel.set()
 
     async def answer(self, job_id: str, source: str, question: str) -> dict[str, str]:
-        """Answer `question` on the current window of `source`; the job result as a map."""
+        """Answer `question` on the current window of `source`; the job result: an
+        `AskResult` as fields (arq stores a msgpack map, never a pickle)."""
         frames = await self._window_for(source)
         if not frames:
-            return {"error": f"no frames from source {source!r} to answer from", "source": source}
+            why = f"no frames from source {source!r} to answer from"
+            return AskResult(source=source, error=why).to_fields()
         cancel = threading.Event()
         self._cancels.add(cancel)
         # The timeout counts the wait for the engine too; it ends the call as interrupted.
@@ -67,12 +71,13 @@ class AskHandler:
             timer.cancel()
             self._cancels.discard(cancel)
         self.answered += 1
+        result = AskResult(source=source, cycle=outcome.cycle)
         if outcome.status == "finished":
-            return {"answer": outcome.text, "source": source, "cycle": outcome.cycle}
+            return replace(result, answer=outcome.text).to_fields()
         if outcome.status == "interrupted":
             why = f"no full answer within ASK_TIMEOUT={self._settings.ask_timeout:g}s or cut off"
-            return {"error": why, "partial": outcome.text, "cycle": outcome.cycle}
-        return {"error": outcome.error, "cycle": outcome.cycle}
+            return replace(result, error=why, partial=outcome.text).to_fields()
+        return replace(result, error=outcome.error).to_fields()
 
 
 async def _ask_job(ctx: dict[str, Any], source: str, question: str) -> dict[str, str]:
