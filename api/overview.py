@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from api.schemas import SourceStatus, StatusOut
 from api.services import Service
 from shared import source_control as control
 from shared.producer_status import read_producer_status
-from shared.records import as_text, decode_hash
+from shared.records import ProducerStatus, as_text, decode_hash
 
 
 class StatusService(Service):
@@ -33,10 +35,10 @@ class StatusService(Service):
     async def _source_status(
         self, name: str, workers: dict[str, dict[str, str]], entry: control.DesiredSource | None
     ) -> SourceStatus:
-        status = await read_producer_status(self.redis, self.settings, name)
-        producer: dict[str, object] | None = dict(status) if status is not None else None
+        producer = await read_producer_status(self.redis, self.settings, name)
         if entry is not None and entry.error:  # failed for good: its status key may be gone
-            producer = {**(producer or {}), "state": "failed", "error": entry.error}
+            failed = producer or ProducerStatus(state="failed")
+            producer = replace(failed, state="failed", error=entry.error)
         lease = await self.redis.get(self.keys.lease(name))
         worker = None if lease is None else as_text(lease)
         stats = decode_hash(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from shared.records import ProducerStatus
+
 SourceName = Annotated[
     str, Meta(min_length=1, max_length=63, examples=["cam1"], description="Source name")
 ]
@@ -125,7 +127,7 @@ class HistoryOut(msgspec.Struct):
 
 class SourceStatus(msgspec.Struct):
     name: str
-    producer: dict[str, object] | None
+    producer: ProducerStatus | None
     worker: str | None
     worker_status: dict[str, str] | None
     stats: dict[str, str]

@@ -122,7 +122,7 @@ class SourceService(Service):
         status = await read_producer_status(self.redis, self.settings, name)
         if status is None:
             return None, None
-        return status.get("state"), status.get("error") or None
+        return status.state, status.error or None
 
     async def set_instruction(self, name: str, instruction: str) -> InstructionOut:
         await self.require(name)

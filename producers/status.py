@@ -17,10 +17,12 @@ from collections import deque
 from typing import Literal
 
 import redis.asyncio as aioredis
+from msgspec.structs import replace
 
 from shared.bus import REDIS_ERRORS, SourcePublisher
 from shared.keys import Keys
 from shared.messages import SourceNotice
+from shared.records import ProducerStatus
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,18 +42,9 @@ class StatusWriter:
         self._ttl_ms = int(settings.heartbeat_ttl * 1000)
         self.source = source
         self.state: State = "connecting"
-        self.fields: dict[str, str] = {
-            "state": "connecting",
-            "kind": kind,
-            "url": url,
-            "fps": "0.0",
-            "last_frame_ts": "0",
-            "frames": "0",
-            "attempt": "0",
-            "error": "",
-            "pid": str(os.getpid()),
-            "host": socket.gethostname(),
-        }
+        self.status = ProducerStatus(
+            state="connecting", kind=kind, url=url, pid=os.getpid(), host=socket.gethostname()
+        )
         self._frames = 0
         self._recent: deque[float] = deque()
 
@@ -62,8 +55,7 @@ class StatusWriter:
         self._recent.append(now)
         while self._recent and now - self._recent[0] > FPS_WINDOW_S:
             self._recent.popleft()
-        self.fields["frames"] = str(self._frames)
-        self.fields["last_frame_ts"] = f"{ts:.3f}"
+        self.status = replace(self.status, frames=self._frames, last_frame_ts=ts)
 
     def fps(self) -> float:
         """Frames published per second over the last few seconds."""
@@ -78,7 +70,7 @@ class StatusWriter:
         """Change state (announcing it if it changed) and write the status now."""
         changed = state != self.state
         self.state = state
-        self.fields.update(state=state, attempt=str(attempt), error=error[:500])
+        self.status = replace(self.status, state=state, attempt=attempt, error=error[:500])
         await self.write()
         if changed:
             log.info("%s: %s%s", self.source, state, f" ({error})" if error else "")
@@ -91,12 +83,11 @@ class StatusWriter:
 
     async def write(self) -> None:
         """Write the whole status with a fresh TTL; a Redis outage is logged, not raised."""
-        self.fields["fps"] = f"{self.fps():.2f}"
-        self.fields["updated_at"] = f"{time.time():.3f}"
+        self.status = replace(self.status, fps=self.fps(), updated_at=time.time())
         key = self._keys.producer_status(self.source)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=self.fields)
+                pipe.hset(key, mapping=self.status.to_fields())
                 pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()
         except REDIS_ERRORS as exc:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.records import decode_hash
+from shared.records import ProducerStatus, RecordError
 from shared.settings import Settings
 
 
 async def read_producer_status(
     redis: aioredis.Redis, settings: Settings, source: str
-) -> dict[str, str] | None:
+) -> ProducerStatus | None:
     """The status hash of `source`'s producer, or None when no live producer wrote one."""
     raw = await redis.hgetall(Keys(settings.key_prefix).producer_status(source))  # type: ignore[misc]
     if not raw:
         return None
-    return decode_hash(raw)
+    try:
+        return ProducerStatus.from_fields(raw)
+    except RecordError:
+        return None  # a hand-edited or foreign hash: as if no producer wrote one

@@ -1,4 +1,4 @@
-"""Entries of Lookout's Redis streams, as flat fields readable with `redis-cli XRANGE`.
+"""Entries of Lookout's Redis streams and hashes, as flat fields readable with `redis-cli`.
 
 Text is UTF-8, numbers are decimal strings, the JPEG is one binary field. Each record type
 has `to_fields()` for XADD and `from_fields()` for what XRANGE/XREAD return (bytes keys and
@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 Fields = Mapping[bytes, bytes] | Mapping[str, Any]
 
@@ -178,4 +180,51 @@ class AskResult:
             error=None if error is None else _text(fields, "error"),
             partial=_text(fields, "partial", ""),
             cycle=_text(fields, "cycle", ""),
+        )
+
+
+class ProducerStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A producer's status hash (`Keys.producer_status`), as written and as the API shows it."""
+
+    state: str  # connecting | live | reconnecting | stopped (the API adds failed)
+    kind: str = ""
+    url: str = ""  # redacted
+    fps: float = 0.0  # frames published per second over the last few seconds
+    last_frame_ts: float = 0.0
+    frames: int = 0
+    attempt: int = 0  # reconnect attempts since the last frame
+    error: str = ""
+    pid: int = 0
+    host: str = ""
+    updated_at: float = 0.0
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "state": self.state,
+            "kind": self.kind,
+            "url": self.url,
+            "fps": f"{self.fps:.2f}",
+            "last_frame_ts": f"{self.last_frame_ts:.3f}",
+            "frames": str(self.frames),
+            "attempt": str(self.attempt),
+            "error": self.error,
+            "pid": str(self.pid),
+            "host": self.host,
+            "updated_at": f"{self.updated_at:.3f}",
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> ProducerStatus:
+        return cls(
+            state=_text(fields, "state"),
+            kind=_text(fields, "kind", ""),
+            url=_text(fields, "url", ""),
+            fps=_number(fields, "fps", float, 0.0),
+            last_frame_ts=_number(fields, "last_frame_ts", float, 0.0),
+            frames=_number(fields, "frames", int, 0),
+            attempt=_number(fields, "attempt", int, 0),
+            error=_text(fields, "error", ""),
+            pid=_number(fields, "pid", int, 0),
+            host=_text(fields, "host", ""),
+            updated_at=_number(fields, "updated_at", float, 0.0),
         )

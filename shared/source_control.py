@@ -96,10 +96,10 @@ async def start_source(
     check_source_url(url, SourcePolicy.from_settings(settings))
     keys = Keys(settings.key_prefix)
     status = await read_producer_status(redis, settings, name)
-    if status is not None and status.get("state") in ACTIVE_STATES:
+    if status is not None and status.state in ACTIVE_STATES:
         raise SourceExists(
-            f"source {name!r} is already captured (producer pid {status.get('pid')} "
-            f"on {status.get('host')}, {status.get('state')})"
+            f"source {name!r} is already captured (producer pid {status.pid} "
+            f"on {status.host}, {status.state})"
         )
     job_id = new_job_id(name)
     await redis.delete(keys.removed(name))  # wanted again: feeders may register it

@@ -126,7 +126,8 @@ async def test_a_trickling_camera_leaks_no_connection_or_thread(
         await asyncio.wait_for(task, 15)
     # One connection and one thread at a time (two while one hands over to the next).
     assert peak_open <= 2 and peak_threads <= 2, (peak_open, peak_threads)
-    status = await read_producer_status(redis_client, settings, "trickle") or {}
-    assert "no whole MJPEG part within the read timeout" in status.get("error", ""), status
+    status = await read_producer_status(redis_client, settings, "trickle")
+    assert status is not None, "no producer status"
+    assert "no whole MJPEG part within the read timeout" in status.error, status
     await _until(lambda: trickle.open == 0, 10, "the last connection closed")
     await _until(lambda: capture_threads("trickle") == 0, 10, "the capture threads gone")

@@ -99,7 +99,9 @@ async def until(check: Callable[[], Awaitable[bool]], limit: float, what: str) -
 
 
 async def state_of(redis: aioredis.Redis, settings: Settings, source: str) -> dict[str, str]:
-    return await read_producer_status(redis, settings, source) or {}
+    """The producer status hash as written (text fields), {} when there is none."""
+    status = await read_producer_status(redis, settings, source)
+    return status.to_fields() if status is not None else {}
 
 
 def assert_increasing(records: list[FrameRecord]) -> None:

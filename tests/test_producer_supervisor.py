@@ -126,7 +126,7 @@ async def test_supervisor_runs_sources_and_a_new_one_takes_over_after_kill_9(
     async def live(names: tuple[str, ...], pid: int) -> bool:
         for name in names:
             status = await read_producer_status(redis_client, settings, name)
-            if not status or status["state"] != "live" or status["pid"] != str(pid):
+            if not status or status.state != "live" or status.pid != pid:
                 return False
             if await redis_client.xlen(keys.frames(name)) < 2:
                 return False
@@ -137,7 +137,7 @@ async def test_supervisor_runs_sources_and_a_new_one_takes_over_after_kill_9(
 
     async def b_stopped() -> bool:
         status = await read_producer_status(redis_client, settings, "b")
-        return status is not None and status["state"] == "stopped"
+        return status is not None and status.state == "stopped"
 
     await _until(b_stopped, 10, "b stopped")
     b_frames = await redis_client.xlen(keys.frames("b"))
@@ -166,14 +166,15 @@ async def test_supervisor_runs_sources_and_a_new_one_takes_over_after_kill_9(
     assert second.stop(signal.SIGTERM) == 0, second.log()
     for name in ("a", "c"):
         status = await read_producer_status(redis_client, settings, name)
-        assert status is not None and status["state"] == "stopped", second.log()
+        assert status is not None and status.state == "stopped", second.log()
     assert "Traceback" not in second.log(), second.log()
 
 
 async def _statuses(
     redis: aioredis.Redis, settings: Settings, names: list[str]
 ) -> list[dict[str, str]]:
-    return [await read_producer_status(redis, settings, name) or {} for name in names]
+    statuses = [await read_producer_status(redis, settings, name) for name in names]
+    return [s.to_fields() if s is not None else {} for s in statuses]
 
 
 @pytest.mark.slow
@@ -203,13 +204,13 @@ async def test_two_supervisors_capture_each_source_once_and_sigterm_hands_over(
     await _until(lambda: all_live(pids), 30, "four live sources")
 
     async def broken_failed() -> bool:
-        status = await read_producer_status(redis_client, settings, "broken") or {}
+        status = await read_producer_status(redis_client, settings, "broken")
         failed = [e.name for e in await list_desired(redis_client, settings) if e.error]
-        return status.get("state") == "stopped" and failed == ["broken"]
+        return status is not None and status.state == "stopped" and failed == ["broken"]
 
     await _until(broken_failed, 10, "the unreadable file marked failed")
     status = await read_producer_status(redis_client, settings, "broken")
-    assert status is not None and "broken.mp4" in status["error"]
+    assert status is not None and "broken.mp4" in status.error
     with pytest.raises(SourceExists, match="failed"):  # kept, with its error, until removed
         await start_source(redis_client, settings, "broken", str(broken))
     await stop_source(redis_client, settings, "broken")
