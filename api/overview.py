@@ -8,7 +8,7 @@ from api.schemas import SourceStatus, StatusOut
 from api.services import Service
 from shared import source_control as control
 from shared.producer_status import read_producer_status
-from shared.records import ProducerStatus, as_text, decode_hash
+from shared.records import ProducerStatus, RecordError, SourceStats, as_text, decode_hash
 
 
 class StatusService(Service):
@@ -41,7 +41,11 @@ class StatusService(Service):
             producer = replace(failed, state="failed", error=entry.error)
         lease = await self.redis.get(self.keys.lease(name))
         worker = None if lease is None else as_text(lease)
-        stats = decode_hash(await self.redis.hgetall(self.keys.worker_stats(name)))  # type: ignore[misc]
+        raw_stats = await self.redis.hgetall(self.keys.worker_stats(name))  # type: ignore[misc]
+        try:
+            stats = SourceStats.from_fields(raw_stats)
+        except RecordError:  # a hand-edited hash: shown as no statistics
+            stats = SourceStats()
         worker_status = workers.get(worker) if worker else None
         tts_flag = (worker_status or {}).get("tts", "")
         tts = tts_flag.lower() in ("1", "true", "on") if tts_flag else self.settings.enable_tts

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from shared.records import ProducerStatus
+from shared.records import ProducerStatus, SourceStats
 
 SourceName = Annotated[
     str, Meta(min_length=1, max_length=63, examples=["cam1"], description="Source name")
@@ -130,7 +130,7 @@ class SourceStatus(msgspec.Struct):
     producer: ProducerStatus | None
     worker: str | None
     worker_status: dict[str, str] | None
-    stats: dict[str, str]
+    stats: SourceStats
     tts: bool
     last_commentary_at: float | None
     viewers: int

@@ -228,3 +228,30 @@ class ProducerStatus(msgspec.Struct, frozen=True, kw_only=True):
             host=_text(fields, "host", ""),
             updated_at=_number(fields, "updated_at", float, 0.0),
         )
+
+
+class SourceStats(msgspec.Struct, frozen=True, kw_only=True):
+    """A source's cycle statistics (`Keys.worker_stats`), kept by whichever worker serves it."""
+
+    cycles: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+    failed: int = 0
+    answers: int = 0
+    last_latency_ms: float = 0.0
+    mean_latency_ms: float = 0.0
+    latency_count: int = 0
+    latency_sum_ms: float = 0.0
+    last_commentary_ts: float = 0.0
+    worker: str = ""  # the worker that wrote last
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> SourceStats:
+        """The hash as HGETALL returns it; missing counters are 0 (written by HINCRBY)."""
+        counters = ("cycles", "skipped", "interrupted", "failed", "answers", "latency_count")
+        floats = ("last_latency_ms", "mean_latency_ms", "latency_sum_ms", "last_commentary_ts")
+        return cls(
+            **{name: _number(fields, name, int, 0) for name in counters},
+            **{name: _number(fields, name, float, 0.0) for name in floats},
+            worker=_text(fields, "worker", ""),
+        )

@@ -314,7 +314,7 @@ async def test_status_reports_producer_worker_speech_and_viewers(api: Api) -> No
     src = status["sources"][0]
     assert src["producer"]["state"] == "live" and src["producer"]["fps"] == 9.8
     assert src["worker"] == "w1" and src["worker_status"]["engine"] == "cpu"
-    assert src["tts"] is True and src["stats"] == {"cycles": "4"}
+    assert src["tts"] is True and src["stats"]["cycles"] == 4 and src["stats"]["failed"] == 0
     assert src["last_commentary_at"] > 1e9 and src["viewers"] == 1
     assert status["workers"]["w1"]["engine"] == "cpu"
 

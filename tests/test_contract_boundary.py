@@ -14,7 +14,14 @@ from arq.constants import abort_jobs_ss
 
 from shared.backoff import Backoff
 from shared.keys import Keys
-from shared.records import AskResult, RecordError, as_text, decode_hash
+from shared.records import (
+    AskResult,
+    ProducerStatus,
+    RecordError,
+    SourceStats,
+    as_text,
+    decode_hash,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,3 +118,16 @@ def test_ask_result_round_trips_and_needs_an_answer_or_an_error() -> None:
     )
     with pytest.raises(RecordError, match="answer"):
         AskResult.from_fields({"source": "cam"})
+
+
+def test_status_hashes_read_back_typed() -> None:
+    stats = SourceStats.from_fields(
+        {b"cycles": b"4", b"mean_latency_ms": b"812.5", b"worker": b"w"}
+    )
+    assert (stats.cycles, stats.skipped, stats.mean_latency_ms, stats.worker) == (4, 0, 812.5, "w")
+    with pytest.raises(RecordError, match="cycles"):
+        SourceStats.from_fields({"cycles": "many"})
+    status = ProducerStatus(state="live", fps=9.8, frames=12, pid=42, host="h")
+    assert ProducerStatus.from_fields(status.to_fields()) == status
+    with pytest.raises(RecordError, match="state"):
+        ProducerStatus.from_fields({"fps": "1"})

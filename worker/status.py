@@ -8,6 +8,7 @@ Statistics: `Keys.worker_stats(source)`, a HASH (no TTL) with counters cycles, s
 interrupted, failed, answers; last_latency_ms, mean_latency_ms (over latency_count
 measurements, sum in latency_sum_ms), last_commentary_ts and the worker that wrote last.
 Counters are HINCRBY, so they keep counting when another worker takes the source over.
+Read back as a typed `SourceStats` (shared/records.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.records import decode_hash
+from shared.records import SourceStats
 from worker.engines.base import EngineInfo
 
 StatName = Literal["cycles", "skipped", "interrupted", "failed", "answers"]
@@ -89,7 +90,7 @@ async def count(
         await redis.hset(key, "mean_latency_ms", f"{total / max(n, 1):.1f}")  # type: ignore[misc]
 
 
-async def read_stats(redis: aioredis.Redis, keys: Keys, source: str) -> dict[str, str]:
-    """The statistics hash of `source` as text (empty if none yet)."""
+async def read_stats(redis: aioredis.Redis, keys: Keys, source: str) -> SourceStats:
+    """The statistics of `source` (all zero if none yet)."""
     raw = await redis.hgetall(keys.worker_stats(source))  # type: ignore[misc]
-    return decode_hash(raw)
+    return SourceStats.from_fields(raw)
