@@ -350,6 +350,13 @@ class Settings:
     worker_id: str = _var(
         "", "Name of this worker in leases and status (empty: host-pid)", "process"
     )
+    worker_metrics_port: int = _var(
+        0,
+        "Port where a worker serves Prometheus metrics at /metrics, on SERVER_HOST (0: off)",
+        "process",
+        lo=0,
+        hi=65535,
+    )
 
     @property
     def ingest_pixel_limit(self) -> int:
