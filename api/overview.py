@@ -8,7 +8,7 @@ from api.schemas import SourceStatus, StatusOut
 from api.services import Service
 from shared import source_control as control
 from shared.producer_status import read_producer_status
-from shared.records import ProducerStatus, RecordError, SourceStats, as_text, decode_hash
+from shared.records import ProducerStatus, RecordError, SourceStats, WorkerBeat, as_text
 
 
 class StatusService(Service):
@@ -22,18 +22,22 @@ class StatusService(Service):
         sources = [await self._source_status(n, workers, desired.get(n)) for n in names]
         return StatusOut(sources, workers, self.state.viewers())
 
-    async def _workers(self) -> dict[str, dict[str, str]]:
-        workers: dict[str, dict[str, str]] = {}
+    async def _workers(self) -> dict[str, WorkerBeat]:
+        workers: dict[str, WorkerBeat] = {}
         head = self.keys.worker_status("")
         async for key in self.redis.scan_iter(match=self.keys.worker_pattern, count=100):
             name = as_text(key)
             raw = await self.redis.hgetall(name)  # type: ignore[misc]
-            if raw:
-                workers[name[len(head) :]] = decode_hash(raw)
+            try:
+                beat = WorkerBeat.from_fields(raw) if raw else None
+            except RecordError:  # a hand-edited hash: that worker is not shown
+                beat = None
+            if beat is not None:
+                workers[name[len(head) :]] = beat
         return workers
 
     async def _source_status(
-        self, name: str, workers: dict[str, dict[str, str]], entry: control.DesiredSource | None
+        self, name: str, workers: dict[str, WorkerBeat], entry: control.DesiredSource | None
     ) -> SourceStatus:
         producer = await read_producer_status(self.redis, self.settings, name)
         if entry is not None and entry.error:  # failed for good: its status key may be gone
@@ -47,8 +51,8 @@ class StatusService(Service):
         except RecordError:  # a hand-edited hash: shown as no statistics
             stats = SourceStats()
         worker_status = workers.get(worker) if worker else None
-        tts_flag = (worker_status or {}).get("tts", "")
-        tts = tts_flag.lower() in ("1", "true", "on") if tts_flag else self.settings.enable_tts
+        engine_tts = None if worker_status is None else worker_status.tts
+        tts = self.settings.enable_tts if engine_tts is None else engine_tts
         newest = await self.redis.xrevrange(self.keys.history(name), count=1)
         last = int(newest[0][0].split(b"-")[0]) / 1000 if newest else None
         return SourceStatus(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from shared.records import ProducerStatus, SourceStats
+from shared.records import ProducerStatus, SourceStats, WorkerBeat
 
 SourceName = Annotated[
     str, Meta(min_length=1, max_length=63, examples=["cam1"], description="Source name")
@@ -129,7 +129,7 @@ class SourceStatus(msgspec.Struct):
     name: str
     producer: ProducerStatus | None
     worker: str | None
-    worker_status: dict[str, str] | None
+    worker_status: WorkerBeat | None
     stats: SourceStats
     tts: bool
     last_commentary_at: float | None
@@ -138,7 +138,7 @@ class SourceStatus(msgspec.Struct):
 
 class StatusOut(msgspec.Struct):
     sources: list[SourceStatus]
-    workers: dict[str, dict[str, str]]
+    workers: dict[str, WorkerBeat]
     viewers: int
 
 

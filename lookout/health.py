@@ -27,6 +27,7 @@ from pathlib import Path
 import redis
 
 from shared.keys import Keys
+from shared.records import RecordError, WorkerBeat
 from shared.settings import Settings, SettingsError, load_settings
 
 ROLES = ("api", "worker", "producer", "auto")
@@ -98,6 +99,14 @@ def check_producer(settings: Settings, timeout: float) -> str:
     return f"producer ok: Redis at {settings.redis_url} answers"
 
 
+def _beat(client: redis.Redis, key: bytes) -> WorkerBeat:
+    """The heartbeat at `key`; an expired or hand-edited one is an empty beat (no host)."""
+    try:
+        return WorkerBeat.from_fields(client.hgetall(key))  # type: ignore[arg-type]
+    except RecordError:
+        return WorkerBeat()
+
+
 def check_worker(settings: Settings, timeout: float, host: str | None = None) -> str:
     client = _redis(settings, timeout)
     keys = Keys(settings.key_prefix)
@@ -108,8 +117,7 @@ def check_worker(settings: Settings, timeout: float, host: str | None = None) ->
                 return f"worker ok: heartbeat of {settings.worker_id}"
             raise Unhealthy(f"worker unhealthy: no heartbeat of {settings.worker_id}")
         for key in client.scan_iter(match=keys.worker_pattern, count=100):
-            owner: bytes | None = client.hget(key, "host")  # type: ignore[assignment]
-            if owner == host.encode():
+            if _beat(client, key).host == host:
                 return f"worker ok: heartbeat {key.decode()}"
         raise Unhealthy(f"worker unhealthy: no heartbeat from host {host}")
     except redis.RedisError as exc:

@@ -255,3 +255,72 @@ class SourceStats(msgspec.Struct, frozen=True, kw_only=True):
             **{name: _number(fields, name, float, 0.0) for name in floats},
             worker=_text(fields, "worker", ""),
         )
+
+
+class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker's heartbeat hash (`Keys.worker_status`), as written and as the API shows it.
+
+    The hash is flat for `redis-cli`: the engine's own fields (`tts`, `decode`, `vram_*`, ...)
+    sit beside the fixed ones and are read back into `extra`, text as written.
+    """
+
+    worker: str = ""
+    engine: str = ""
+    checkpoint: str = ""
+    dtype: str = ""
+    device: str = ""
+    load_seconds: float = 0.0
+    pid: int = 0
+    host: str = ""
+    sources: list[str] = []
+    cycles: int = 0
+    started_at: float = 0.0
+    beat_ts: float = 0.0  # epoch seconds of the last beat; leases count workers by it
+    extra: dict[str, str] = {}
+
+    def to_fields(self) -> dict[str, str]:
+        fields = {name: value for name, value in self.extra.items() if name not in BEAT_FIELDS}
+        fields.update(
+            worker=self.worker,
+            engine=self.engine,
+            checkpoint=self.checkpoint,
+            dtype=self.dtype,
+            device=self.device,
+            load_seconds=f"{self.load_seconds:.2f}",
+            pid=str(self.pid),
+            host=self.host,
+            sources=",".join(self.sources),
+            cycles=str(self.cycles),
+            started_at=f"{self.started_at:.3f}",
+            beat_ts=f"{self.beat_ts:.3f}",
+        )
+        return fields
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> WorkerBeat:
+        text = decode_hash(fields)
+        return cls(
+            worker=text.get("worker", ""),
+            engine=text.get("engine", ""),
+            checkpoint=text.get("checkpoint", ""),
+            dtype=text.get("dtype", ""),
+            device=text.get("device", ""),
+            load_seconds=_number(fields, "load_seconds", float, 0.0),
+            pid=_number(fields, "pid", int, 0),
+            host=text.get("host", ""),
+            sources=[s for s in text.get("sources", "").split(",") if s],
+            cycles=_number(fields, "cycles", int, 0),
+            started_at=_number(fields, "started_at", float, 0.0),
+            beat_ts=_number(fields, "beat_ts", float, 0.0),
+            extra={k: v for k, v in text.items() if k not in BEAT_FIELDS},
+        )
+
+    @property
+    def tts(self) -> bool | None:
+        """Whether the engine speaks (its `tts` field), None when it does not say."""
+        flag = self.extra.get("tts", "")
+        return flag.lower() in ("1", "true", "on") if flag else None
+
+
+# The hash fields WorkerBeat names; any other field of the hash is the engine's (`extra`).
+BEAT_FIELDS = frozenset(WorkerBeat.__struct_fields__) - {"extra"}

@@ -303,7 +303,9 @@ async def test_status_reports_producer_worker_speech_and_viewers(api: Api) -> No
     name = await api.source()
     await api.redis.hset(api.keys.producer_status(name), mapping={"state": "live", "fps": "9.8"})  # type: ignore[misc]
     await api.redis.set(api.keys.lease(name), "w1")
-    await api.redis.hset(api.keys.worker_status("w1"), mapping={"engine": "cpu", "tts": "true"})  # type: ignore[misc]
+    await api.redis.hset(
+        api.keys.worker_status("w1"), mapping={"engine": "cpu", "tts": "true", "pid": "7"}
+    )  # type: ignore[misc]
     await api.redis.hset(api.keys.worker_stats(name), mapping={"cycles": "4"})  # type: ignore[misc]
     await add_history(api.redis, api.keys, name, "said")
     async with api.client() as http:
@@ -314,6 +316,7 @@ async def test_status_reports_producer_worker_speech_and_viewers(api: Api) -> No
     src = status["sources"][0]
     assert src["producer"]["state"] == "live" and src["producer"]["fps"] == 9.8
     assert src["worker"] == "w1" and src["worker_status"]["engine"] == "cpu"
+    assert src["worker_status"]["pid"] == 7 and src["worker_status"]["extra"] == {"tts": "true"}
     assert src["tts"] is True and src["stats"]["cycles"] == 4 and src["stats"]["failed"] == 0
     assert src["last_commentary_at"] > 1e9 and src["viewers"] == 1
     assert status["workers"]["w1"]["engine"] == "cpu"

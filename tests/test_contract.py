@@ -19,7 +19,7 @@ from shared.messages import (
     decode_or_log,
     encode_message,
 )
-from shared.records import CommentaryRecord, FrameRecord, RecordError
+from shared.records import CommentaryRecord, FrameRecord, RecordError, WorkerBeat
 from shared.settings import SettingsError, load_settings, read_env_file
 
 
@@ -124,6 +124,23 @@ def test_records_round_trip_and_reject_bad_fields() -> None:
     assert CommentaryRecord.from_fields(wire2) == record
     with pytest.raises(RecordError, match="missing field 'text'"):
         CommentaryRecord.from_fields({b"cycle": b"c", b"status": b"finished"})
+
+
+def test_worker_beat_keeps_engine_fields_flat_and_reads_them_back_as_extra() -> None:
+    beat = WorkerBeat(
+        worker="w1",
+        engine="minicpmo",
+        pid=12,
+        sources=["a", "b"],
+        beat_ts=1700000000.5,
+        extra={"decode": "fast", "vram_peak_gib": "19.0", "tts": "off"},
+    )
+    wire = {k.encode(): v.encode() for k, v in beat.to_fields().items()}
+    assert wire[b"decode"] == b"fast" and wire[b"sources"] == b"a,b"
+    back = WorkerBeat.from_fields(wire)
+    assert back == beat and back.tts is False and WorkerBeat().tts is None
+    with pytest.raises(RecordError, match="'pid'"):
+        WorkerBeat.from_fields({**wire, b"pid": b"many"})
 
 
 def test_key_names_share_the_prefix_and_source_names_are_validated() -> None:

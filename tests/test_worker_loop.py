@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from shared.bus import Subscription
 from shared.keys import Keys
 from shared.messages import AudioChunk, TextChunk, encode_message
-from shared.records import CommentaryRecord
+from shared.records import CommentaryRecord, WorkerBeat
 from shared.sources import SourceRegistry
 from tests.scripted_engine import ScriptedEngine
 from tests.worker_support import (
@@ -48,10 +48,11 @@ async def test_cycle_publishes_chunks_events_history_and_stats(
         await subscribed(rec)
         async with worker(settings, engine):  # type: ignore[arg-type]
             await rec.wait(lambda: len(rec.events("cam", "finished")) >= 2)
-            status = await redis_client.hgetall(keys.worker_status("w1"))  # type: ignore[misc]
+            raw = await redis_client.hgetall(keys.worker_status("w1"))  # type: ignore[misc]
         stop.set()
-    assert status[b"engine"] == b"scripted" and status[b"sources"] == b"cam"
-    assert int(status[b"pid"]) > 0 and b"beat_ts" in status
+    status = WorkerBeat.from_fields(raw)
+    assert (status.worker, status.engine, status.sources) == ("w1", "scripted", ["cam"])
+    assert status.pid > 0 and status.beat_ts > time.time() - 60 and status.extra == {}
     finished = rec.events("cam", "finished")[0]
     cycle = finished.cycle
     started = next(e for e in rec.events("cam", "started") if e.cycle == cycle)

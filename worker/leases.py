@@ -19,6 +19,7 @@ import time
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
+from shared.records import RecordError, WorkerBeat
 
 # Renew (PEXPIRE) only if the lease still names us; 1 if renewed, 0 if lost.
 _RENEW = """
@@ -82,12 +83,12 @@ async def live_workers(redis: aioredis.Redis, keys: Keys, max_age: float) -> int
     count = 0
     now = time.time()
     async for key in redis.scan_iter(match=keys.worker_pattern, count=100):
-        beat = await redis.hget(key, "beat_ts")  # type: ignore[misc]
         try:
-            if beat is not None and now - float(beat) <= max_age:
-                count += 1
-        except ValueError:
+            beat = WorkerBeat.from_fields(await redis.hgetall(key))  # type: ignore[misc]
+        except RecordError:  # a hand-edited hash is no live worker
             continue
+        if beat.beat_ts and now - beat.beat_ts <= max_age:
+            count += 1
     return max(count, 1)
 
 

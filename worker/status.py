@@ -1,7 +1,8 @@
 """The worker's heartbeat and the per-source cycle statistics it keeps in Redis.
 
 Heartbeat: `Keys.worker_status(worker_id)`, a HASH with the engine's fields, pid, host,
-sources held, cycle count and `beat_ts`, expiring after HEARTBEAT_TTL unless renewed.
+sources held, cycle count and `beat_ts`, expiring after HEARTBEAT_TTL unless renewed; a typed
+`WorkerBeat` (shared/records.py) written with `to_fields` and read back with `from_fields`.
 Other workers count live ones from `beat_ts` to share sources (leases.py).
 
 Statistics: `Keys.worker_stats(source)`, a HASH (no TTL) with counters cycles, skipped,
@@ -22,7 +23,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.records import SourceStats
+from shared.records import SourceStats, WorkerBeat
 from worker.engines.base import EngineInfo
 
 StatName = Literal["cycles", "skipped", "interrupted", "failed", "answers"]
@@ -44,16 +45,22 @@ async def beat(
 ) -> None:
     """Write the heartbeat hash and renew its TTL."""
     key = keys.worker_status(worker_id)
-    fields = {
-        **info.as_fields(),
-        "worker": worker_id,
-        "pid": str(os.getpid()),
-        "host": socket.gethostname(),
-        "sources": ",".join(sorted(sources)),
-        "cycles": str(cycles),
-        "started_at": f"{started_at:.3f}",
-        "beat_ts": f"{time.time():.3f}",
-    }
+    record = WorkerBeat(
+        worker=worker_id,
+        engine=info.engine,
+        checkpoint=info.checkpoint,
+        dtype=info.dtype,
+        device=info.device,
+        load_seconds=info.load_seconds,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        sources=sorted(sources),
+        cycles=cycles,
+        started_at=started_at,
+        beat_ts=time.time(),
+        extra=dict(info.extra),
+    )
+    fields = record.to_fields()
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)  # drop fields of sources no longer held
         pipe.hset(key, mapping=fields)
