@@ -211,7 +211,7 @@ class Supervisor:
             queue=self.keys.producer_queue,
             client=self.redis,
             health_check_key=self.keys.producer_health_check(self.id),
-            handle_signals=False,  # signals only set our flag (STYLE.md rule 5)
+            handle_signals=False,  # signals only set our flag; we drain by a deadline
             allow_abort_jobs=True,
             max_jobs=self.settings.max_sources_per_supervisor + 4,
             poll_delay=0.2,

@@ -1,7 +1,7 @@
 """Typed access to the bus: the Redis client factory, a publisher per source, and a
 subscription that survives Redis going away.
 
-redis-py's asyncio pub/sub does not reliably reconnect by itself (PITFALLS.md), so
+redis-py's asyncio pub/sub does not reliably reconnect by itself (redis-py #2089, #2417), so
 `Subscription` runs its own loop: on a connection error it backs off, reconnects,
 resubscribes and tells its owner through `on_reconnect`, so viewers can be told and can
 resume from the history stream (pub/sub is at-most-once).
