@@ -17,7 +17,7 @@ import msgspec
 from api.history import history_item
 from api.state import AppState
 from shared.bus import REDIS_ERRORS
-from shared.messages import PCM_RATE, AudioChunk, CycleEvent, SourceNotice, TextChunk
+from shared.messages import PCM_RATE, AudioChunk, CycleEnded, CycleEvent, SourceNotice, TextChunk
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,15 @@ class EventStream:
     def _event(self, message: object) -> bytes | None:
         if isinstance(message, TextChunk):
             return sse("chunk", message)
-        if isinstance(message, CycleEvent):
+        if isinstance(message, CycleEnded):
             hid = message.history_id
-            if hid and message.event in ("finished", "interrupted"):
+            if hid:
                 if not newer(hid, self.last_id):
                     return None  # already sent by the replay
                 self.last_id = hid
-            return sse("cycle", message, hid)
+            return sse("cycle", message, hid or None)
+        if isinstance(message, CycleEvent):
+            return sse("cycle", message)
         if isinstance(message, SourceNotice):
             return sse("notice", message)
         return None

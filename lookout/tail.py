@@ -21,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CYCLE_DETAILS = (
+    "latency_ms", "frame_seqs", "tokens", "duration_ms", "reason", "error", "history_id", "text"
+)  # fmt: skip
+CYCLE_LABELS = {"frame_seqs": "frames"}
+
+
 def format_message(channel: str, message: object) -> str:
     """One readable line for a decoded message (PCM shown as its length and duration)."""
     from shared.messages import AudioChunk, CycleEvent, InstructionChanged, SourceNotice, TextChunk
@@ -33,19 +39,11 @@ def format_message(channel: str, message: object) -> str:
         seconds = len(message.pcm) / 2 / message.sample_rate
         return f"{clock} {message.source} audio cycle={message.cycle} #{message.seq}: {len(message.pcm)} bytes ({seconds:.2f}s)"
     if isinstance(message, CycleEvent):
+        # Each step has only its own fields; shown in this order, the text last.
         details = {
-            k: v
-            for k, v in (
-                ("latency_ms", message.latency_ms),
-                ("frames", message.frame_seqs or None),
-                ("tokens", message.tokens),
-                ("duration_ms", message.duration_ms),
-                ("reason", message.reason),
-                ("error", message.error),
-                ("history_id", message.history_id),
-                ("text", message.text),
-            )
-            if v is not None
+            CYCLE_LABELS.get(name, name): value
+            for name in CYCLE_DETAILS
+            if (value := getattr(message, name, None)) not in (None, [])
         }
         extra = " ".join(
             f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in details.items()

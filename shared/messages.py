@@ -1,6 +1,7 @@
 """Typed, versioned payloads of Lookout's pub/sub channels, with their codec.
 
-Every payload is a msgpack map with `type` (the struct's tag) and `v` (SCHEMA_VERSION), so
+Every payload is a msgpack map with `type` (the struct's tag; cycle events are `cycle`, with
+one struct per step tagged by `event`) and `v` (SCHEMA_VERSION), so
 `redis-cli SUBSCRIBE` shows a self-describing map and `lookout tail` can print any of them.
 `decode_message` turns bytes back into a struct, or raises MessageError with the reason:
 a malformed or wrong-version message is logged and dropped by its reader, never a crash.
@@ -57,29 +58,74 @@ class AudioChunk(Message, tag="audio", frozen=True):
     sample_rate: int = PCM_RATE
 
 
-class CycleEvent(Message, tag="cycle", frozen=True):
-    """A step of one commentary cycle. Which optional fields are set depends on `event`:
+class CycleEvent(Message, tag_field="event", kw_only=True, frozen=True):
+    """A step of one commentary cycle: one struct per step, in the `CycleEvents` union.
 
-    started: instruction, frame_seqs, frame_ts; first_chunk: latency_ms; finished and
-    interrupted: text, tokens, duration_ms, history_id; skipped: reason; failed: error.
+    On the wire `type` is `cycle` and `event` (each struct's tag) names the step, so readers
+    switch on `event` and every step carries only its own fields.
     """
 
+    type: Literal["cycle"] = "cycle"
     cycle: str
-    event: CycleEventName
     worker: str = ""
     kind: CommentaryKind = "commentary"
-    instruction: str | None = None
+    job_id: str | None = None  # answers: the arq job of the question
+    question: str | None = None
+
+    @property
+    def event(self) -> CycleEventName:
+        """Which step this is (the `event` field on the wire)."""
+        tag: CycleEventName = self.__struct_config__.tag  # type: ignore[assignment]
+        return tag
+
+
+class CycleStarted(CycleEvent, tag="started", kw_only=True, frozen=True):
+    """The engine starts on a window of frames."""
+
+    instruction: str = ""
     frame_seqs: list[int] = msgspec.field(default_factory=list)
     frame_ts: list[float] = msgspec.field(default_factory=list)
-    latency_ms: float | None = None
-    text: str | None = None
-    tokens: int | None = None
-    duration_ms: float | None = None
-    reason: str | None = None
-    error: str | None = None
-    history_id: str | None = None
-    job_id: str | None = None
-    question: str | None = None
+
+
+class CycleFirstChunk(CycleEvent, tag="first_chunk", kw_only=True, frozen=True):
+    """The first chunk came: `latency_ms` from the newest frame's capture to it."""
+
+    latency_ms: float
+
+
+class CycleEnded(CycleEvent, kw_only=True, frozen=True):
+    """What a finished or interrupted cycle said, and where its history record is."""
+
+    text: str
+    tokens: int = 0
+    duration_ms: float = 0.0
+    history_id: str  # id of its record in Keys.history (the SSE event id)
+    latency_ms: float | None = None  # None when no chunk came
+
+
+class CycleFinished(CycleEnded, tag="finished", kw_only=True, frozen=True):
+    """The engine said all it had to say."""
+
+
+class CycleInterrupted(CycleEnded, tag="interrupted", kw_only=True, frozen=True):
+    """Cut off (instruction change, shutdown) or closed as lost after its worker died."""
+
+
+class CycleSkipped(CycleEvent, tag="skipped", kw_only=True, frozen=True):
+    """No cycle ran on this window, and why (e.g. the scene did not change)."""
+
+    reason: str
+
+
+class CycleFailed(CycleEvent, tag="failed", kw_only=True, frozen=True):
+    """The engine failed on this window."""
+
+    error: str
+
+
+CycleEvents = (
+    CycleStarted | CycleFirstChunk | CycleFinished | CycleInterrupted | CycleSkipped | CycleFailed
+)
 
 
 class InstructionChanged(Message, tag="instruction", frozen=True):
@@ -96,15 +142,18 @@ class SourceNotice(Message, tag="notice", frozen=True):
     detail: str = ""
 
 
-AnyMessage = TextChunk | AudioChunk | CycleEvent | InstructionChanged | SourceNotice
+# msgspec tags one union by one field: cycle events by `event`, the others by `type`.
+_TypedMessage = TextChunk | AudioChunk | InstructionChanged | SourceNotice
+AnyMessage = _TypedMessage | CycleEvents
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder: msgspec.msgpack.Decoder[AnyMessage] = msgspec.msgpack.Decoder(AnyMessage)
+_decoder: msgspec.msgpack.Decoder[_TypedMessage] = msgspec.msgpack.Decoder(_TypedMessage)
+_cycle_decoder: msgspec.msgpack.Decoder[CycleEvents] = msgspec.msgpack.Decoder(CycleEvents)
 _version_probe = msgspec.msgpack.Decoder(dict[str, object])
 
 
-def encode_message(message: AnyMessage) -> bytes:
-    """msgpack bytes of `message` (a map with `type` and `v`)."""
+def encode_message(message: Message) -> bytes:
+    """msgpack bytes of `message` (a map with `type` and `v`; a cycle event has `event` too)."""
     return _encoder.encode(message)
 
 
@@ -117,6 +166,8 @@ def decode_message(data: bytes) -> AnyMessage:
     if probe.get("v") != SCHEMA_VERSION:
         raise MessageError(f"schema version {probe.get('v')!r}, expected {SCHEMA_VERSION}")
     try:
+        if probe.get("type") == "cycle":
+            return _cycle_decoder.decode(data)
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MessageError(f"invalid {probe.get('type')!r} message: {exc}") from None

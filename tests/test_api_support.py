@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
 from shared.keys import Keys
-from shared.messages import CycleEvent, TextChunk
+from shared.messages import CycleFinished, CycleStarted, TextChunk
 from shared.records import CommentaryRecord, FrameRecord
 from tests.helpers import LookoutProcess, free_port, wait_for_port
 
@@ -69,14 +69,12 @@ async def add_history(
 async def say(redis: aioredis.Redis, keys: Keys, source: str, cycle: str, words: list[str]) -> str:
     """Publish a commentary as the worker does: chunks, history entry, finished event."""
     pub = SourcePublisher(redis, keys, source)
-    await pub.event(CycleEvent(source=source, cycle=cycle, event="started"))
+    await pub.event(CycleStarted(source=source, cycle=cycle))
     for seq, word in enumerate(words):
         await pub.text(TextChunk(source=source, cycle=cycle, seq=seq, text=word))
     text = "".join(words)
     history_id = await add_history(redis, keys, source, text, cycle)
-    await pub.event(
-        CycleEvent(source=source, cycle=cycle, event="finished", text=text, history_id=history_id)
-    )
+    await pub.event(CycleFinished(source=source, cycle=cycle, text=text, history_id=history_id))
     return history_id
 
 

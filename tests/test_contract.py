@@ -10,7 +10,12 @@ from shared.keys import Keys, SourceNameError, validate_source_name
 from shared.messages import (
     SCHEMA_VERSION,
     AudioChunk,
-    CycleEvent,
+    CycleFailed,
+    CycleFinished,
+    CycleFirstChunk,
+    CycleInterrupted,
+    CycleSkipped,
+    CycleStarted,
     InstructionChanged,
     MessageError,
     SourceNotice,
@@ -28,10 +33,12 @@ from shared.settings import SettingsError, load_settings, read_env_file
     [
         TextChunk(source="cam", cycle="c1", seq=3, text="A red ball moves left."),
         AudioChunk(source="cam", cycle="c1", seq=0, pcm=b"\x01\x00" * 480),
-        CycleEvent(
-            source="cam", cycle="c1", event="started", frame_seqs=[1, 3], frame_ts=[1.0, 2.0]
-        ),
-        CycleEvent(source="cam", cycle="c1", event="skipped", reason="scene changed 0.4 < 5.0"),
+        CycleStarted(source="cam", cycle="c1", frame_seqs=[1, 3], frame_ts=[1.0, 2.0]),
+        CycleFirstChunk(source="cam", cycle="c1", latency_ms=12.5),
+        CycleFinished(source="cam", cycle="c1", text="A ball.", tokens=2, history_id="1-0"),
+        CycleInterrupted(source="cam", cycle="c1", text="A", history_id="2-0", kind="answer"),
+        CycleSkipped(source="cam", cycle="c1", reason="scene changed 0.4 < 5.0"),
+        CycleFailed(source="cam", cycle="c1", error="out of memory"),
         InstructionChanged(source="cam", instruction="count people", rev=2),
         SourceNotice(source="cam", what="registered", detail="clip.mp4"),
     ],
@@ -43,6 +50,20 @@ def test_messages_round_trip_as_versioned_msgpack_maps(message: object) -> None:
     assert decode_message(data) == message
 
 
+CYCLE = {"type": "cycle", "v": 1, "source": "cam", "cycle": "c1"}
+
+
+def test_cycle_events_are_type_cycle_with_the_step_in_event() -> None:
+    event = CycleFinished(source="cam", cycle="c1", text="A ball.", history_id="1-0")
+    as_map = msgpack.unpackb(encode_message(event))
+    assert (as_map["type"], as_map["event"], as_map["text"]) == ("cycle", "finished", "A ball.")
+    assert "reason" not in as_map and event.event == "finished"
+    # A map with every optional field of the one-struct format still reads (nulls ignored).
+    old = {**CYCLE, "event": "skipped", "reason": "same scene", "text": None, "frame_seqs": []}
+    skipped = decode_message(msgpack.packb(old))
+    assert isinstance(skipped, CycleSkipped) and skipped.reason == "same scene"
+
+
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
@@ -52,6 +73,8 @@ def test_messages_round_trip_as_versioned_msgpack_maps(message: object) -> None:
         (msgpack.packb({"type": "text", "source": "cam"}), "schema version None"),
         (msgpack.packb({"type": "nope", "v": 1, "source": "cam"}), "invalid 'nope'"),
         (msgpack.packb({"type": "text", "v": 1, "source": "cam", "seq": "x"}), "invalid 'text'"),
+        (msgpack.packb({**CYCLE, "event": "nope"}), "invalid 'cycle'"),
+        (msgpack.packb({**CYCLE, "event": "skipped"}), "invalid 'cycle'.*reason"),
     ],
 )
 def test_malformed_messages_are_rejected_with_a_reason(payload: bytes, reason: str) -> None:

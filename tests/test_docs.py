@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 
 import msgspec
 
@@ -31,10 +32,13 @@ def test_every_key_and_channel_is_in_the_architecture_doc() -> None:
 
 
 def test_every_message_field_is_in_the_architecture_doc() -> None:
-    for struct in (messages.TextChunk, messages.AudioChunk, messages.CycleEvent,
-                   messages.InstructionChanged, messages.SourceNotice):  # fmt: skip
+    for struct in (messages.TextChunk, messages.AudioChunk, messages.InstructionChanged,
+                   messages.SourceNotice, *typing.get_args(messages.CycleEvents)):  # fmt: skip
         tag = struct.__struct_config__.tag
-        assert f"| `{tag}` | `{struct.__name__}` |" in ARCHITECTURE
+        if issubclass(struct, messages.CycleEvent):
+            assert f"| `cycle` `{tag}` | `{struct.__name__}` |" in ARCHITECTURE
+        else:
+            assert f"| `{tag}` | `{struct.__name__}` |" in ARCHITECTURE
         for field in msgspec.structs.fields(struct):
             assert f"`{field.name}`" in ARCHITECTURE, f"{struct.__name__}.{field.name}"
 

@@ -23,7 +23,7 @@ from shared.bus import SourcePublisher
 from shared.keys import Keys
 from shared.messages import (
     AudioChunk,
-    CycleEvent,
+    CycleStarted,
     InstructionChanged,
     TextChunk,
     decode_message,
@@ -211,9 +211,7 @@ async def test_words_wait_until_the_video_shows_their_frames(
             # A cycle about the frame captured just now: the video shows it ~3 s from now.
             newest = time.time()
             pub = SourcePublisher(redis_client, keys, "cam")
-            await pub.event(
-                CycleEvent(source="cam", cycle="s1", event="started", frame_ts=[newest])
-            )
+            await pub.event(CycleStarted(source="cam", cycle="s1", frame_ts=[newest]))
             await pub.text(TextChunk(source="cam", cycle="s1", seq=0, text="Held words."))
             await wait_until(lambda: debug(page, "held"), timeout=5)
             await asyncio.sleep(1.0)
@@ -226,9 +224,7 @@ async def test_words_wait_until_the_video_shows_their_frames(
             assert await debug(page, "shownTs") >= newest
             # Live (delay 0): words show at once.
             await page.fill("#delay", "0")
-            await pub.event(
-                CycleEvent(source="cam", cycle="s2", event="started", frame_ts=[time.time()])
-            )
+            await pub.event(CycleStarted(source="cam", cycle="s2", frame_ts=[time.time()]))
             await pub.text(TextChunk(source="cam", cycle="s2", seq=0, text="Live words."))
             await page.wait_for_function(
                 "document.getElementById('live').textContent.includes('Live words.')", timeout=2_000

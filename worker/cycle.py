@@ -17,13 +17,23 @@ import time
 from collections.abc import Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
 from shared.keys import Keys
-from shared.messages import PCM_RATE, AudioChunk, CycleEvent, TextChunk
+from shared.messages import (
+    PCM_RATE,
+    AudioChunk,
+    CycleFailed,
+    CycleFinished,
+    CycleFirstChunk,
+    CycleInterrupted,
+    CycleSkipped,
+    CycleStarted,
+    TextChunk,
+)
 from shared.records import CommentaryRecord
 from shared.settings import Settings
 from worker.engines.base import EngineRequest, WindowFrame
@@ -87,12 +97,8 @@ class CycleRunner:
 
     async def skipped(self, source: str, reason: str) -> None:
         """Publish that a cycle of `source` was skipped, and why."""
-        event = CycleEvent(
-            source=source,
-            cycle=self.new_cycle_id(),
-            event="skipped",
-            worker=self.worker_id,
-            reason=reason,
+        event = CycleSkipped(
+            source=source, cycle=self.new_cycle_id(), worker=self.worker_id, reason=reason
         )
         await SourcePublisher(self._redis, self._keys, source).event(event)
 
@@ -123,7 +129,7 @@ class CycleRunner:
             # which waits for the bus (there is no one to tell while it is gone; the open
             # cycle left in Redis is closed as lost by the next cycle on this source).
             log.error("%s: cycle %s failed: %s", source, call.base.cycle, exc)
-            await call.pub.event(call.base.event("failed", error=str(exc)))
+            await call.pub.event(CycleFailed(**call.base.common(), error=str(exc)))
             if call.tracked:
                 await self.open_cycles.end(source, call.base.cycle)
             return Outcome(
@@ -147,8 +153,8 @@ class CycleRunner:
         call = _Call(base, SourcePublisher(self._redis, self._keys, source), instruction, tracked)
         call.frame_seqs = [f.seq for f in frames]
         await call.pub.event(
-            base.event(
-                "started",
+            CycleStarted(
+                **base.common(),
                 instruction=instruction,
                 frame_seqs=call.frame_seqs,
                 frame_ts=[f.ts for f in frames],
@@ -170,7 +176,9 @@ class CycleRunner:
                 seq = len(call.parts)
                 if call.latency_ms is None:
                     call.latency_ms = (time.time() - newest_ts) * 1000
-                    await call.pub.event(base.event("first_chunk", latency_ms=call.latency_ms))
+                    await call.pub.event(
+                        CycleFirstChunk(**base.common(), latency_ms=call.latency_ms)
+                    )
                 await call.pub.text(
                     TextChunk(
                         source=base.source,
@@ -205,9 +213,10 @@ class CycleRunner:
         history_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         if call.tracked:
             await self.open_cycles.end(base.source, base.cycle)
+        ended = CycleFinished if status == "finished" else CycleInterrupted
         await call.pub.event(
-            base.event(
-                status,
+            ended(
+                **base.common(),
                 text=record.text,
                 tokens=record.tokens,
                 duration_ms=record.duration_ms,
@@ -237,21 +246,25 @@ class _EventBase:
     kind: Literal["commentary", "answer"]
     ask: Ask | None
 
-    def event(
-        self,
-        name: Literal["started", "first_chunk", "finished", "interrupted", "failed"],
-        **fields: object,
-    ) -> CycleEvent:
-        return CycleEvent(
+    def common(self) -> _Common:
+        """The fields of every cycle event of this call, to spread into one."""
+        return _Common(
             source=self.source,
             cycle=self.cycle,
-            event=name,
             worker=self.worker,
             kind=self.kind,
             job_id=self.ask.job_id if self.ask else None,
             question=self.ask.question if self.ask else None,
-            **fields,  # type: ignore[arg-type]
         )
+
+
+class _Common(TypedDict):
+    source: str
+    cycle: str
+    worker: str
+    kind: Literal["commentary", "answer"]
+    job_id: str | None
+    question: str | None
 
 
 @dataclass

@@ -16,7 +16,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from shared.bus import Subscription
 from shared.keys import Keys
-from shared.messages import CycleEvent
+from shared.messages import (
+    CycleEvent,
+    CycleFailed,
+    CycleFinished,
+    CycleFirstChunk,
+    CycleInterrupted,
+    CycleSkipped,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,17 +80,17 @@ class WorkerMetrics:
 
     def observe(self, source: str, event: CycleEvent) -> None:
         """Count one of this worker's cycle events."""
-        if event.event == "first_chunk" and event.latency_ms is not None:
+        if isinstance(event, CycleFirstChunk):
             self.first_chunk.labels(event.kind).observe(event.latency_ms / 1000)
-        elif event.event in ("finished", "interrupted") and event.duration_ms is not None:
+        elif isinstance(event, CycleFinished | CycleInterrupted):
             self.cycle.labels(event.kind, event.event).observe(event.duration_ms / 1000)
-            tokens = event.tokens or 0
-            self.tokens.inc(tokens)
-            if event.event == "finished" and event.duration_ms > 0:
-                self.tokens_per_second.labels(source).set(tokens / (event.duration_ms / 1000))
-        elif event.event == "skipped":
-            self.skips.labels(reason_label(event.reason or "")).inc()
-        elif event.event == "failed":
+            self.tokens.inc(event.tokens)
+            if isinstance(event, CycleFinished) and event.duration_ms > 0:
+                rate = event.tokens / (event.duration_ms / 1000)
+                self.tokens_per_second.labels(source).set(rate)
+        elif isinstance(event, CycleSkipped):
+            self.skips.labels(reason_label(event.reason)).inc()
+        elif isinstance(event, CycleFailed):
             self.failures.inc()
 
 

@@ -4,7 +4,7 @@ While a worker comments on a source, `Keys.open_cycle(source)` holds a `Commenta
 with status `open` and the text streamed so far. A cycle that ends deletes it. A worker that
 dies mid-cycle (kill -9, a lost host) leaves it behind; the next worker to comment on the
 source — another one taking over the lease, or the same one restarted — finds it before its
-own first cycle and closes it: an `interrupted` CycleEvent (with the text streamed so far)
+own first cycle and closes it: an `interrupted` event (CycleInterrupted) (with the text streamed so far)
 for viewers, and a history record with status `lost`. Only commentary is tracked: answers to
 asks are arq jobs, which arq runs again after a crash.
 """
@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
 from shared.keys import Keys
-from shared.messages import CycleEvent
+from shared.messages import CycleInterrupted
 from shared.records import CommentaryRecord, RecordError
 from shared.settings import Settings
 
@@ -76,10 +76,9 @@ class OpenCycles:
         )
         history_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
         await SourcePublisher(self._redis, self._keys, source).event(
-            CycleEvent(
+            CycleInterrupted(
                 source=source,
                 cycle=lost.cycle,
-                event="interrupted",
                 worker=lost.worker,
                 kind="commentary",
                 text=lost.text,
