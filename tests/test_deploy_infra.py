@@ -52,21 +52,21 @@ def test_redis_conf_loads_in_redis_server(tmp_path: Path) -> None:
     assert "\ndir /data\n" in text
     conf = tmp_path / "redis.conf"
     conf.write_text(text.replace("\ndir /data\n", f"\ndir {tmp_path}\n"))
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [require("redis-server"), str(conf), "--port", str(port), "--bind", "127.0.0.1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port)
-        client = redis.Redis(port=port)
-        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
-        assert client.config_get("save") == {"save": "300 1"}
-        assert client.config_get("appendonly") == {"appendonly": "no"}
-        client.close()
-    finally:
-        proc.kill()
-        proc.wait(10)
+    ) as proc:
+        try:
+            wait_for_port(port)
+            client = redis.Redis(port=port)
+            assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+            assert client.config_get("save") == {"save": "300 1"}
+            assert client.config_get("appendonly") == {"appendonly": "no"}
+            client.close()
+        finally:
+            proc.kill()
+            proc.wait(10)
 
 
 def test_livekit_yaml_keeps_secrets_out_and_uses_its_own_redis_db() -> None:

@@ -100,22 +100,22 @@ def test_a_real_process_reads_quotes_and_expansion(tmp_path: Path) -> None:
         "REDIS_URL=redis://${REDIS_HOST}:1/${LOOKOUT_TEST_FROM_ENV}\n"
         'KEY_PREFIX="lk#x"  # a hash inside quotes is part of the value\n'
     )
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "lookout", "--env-file", str(path), "tail", "cam"],
         cwd=REPO,
         env={"PATH": "/usr/bin:/bin", "LOOKOUT_TEST_FROM_ENV": "7", "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        lines = [proc.stdout.readline()]
-        while "tailing" not in lines[-1] and len(lines) < 20:
-            lines.append(proc.stdout.readline())
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline()]
+            while "tailing" not in lines[-1] and len(lines) < 20:
+                lines.append(proc.stdout.readline())
+        finally:
+            proc.terminate()
+            proc.wait(10)
     out = "".join(lines)
     assert re.search(r"tailing cam on redis://127\.0\.0\.1:1/7 \(prefix lk#x\)", out), out
     assert "unknown variable REDIS_HOST is ignored" in out  # helpers for ${...} are named

@@ -44,28 +44,30 @@ def shell_env() -> dict[str, str]:
 
 def stream_until(command: str, cwd: Path, pattern: str, timeout: float = 60) -> str:
     """Run a never-ending command line until its output matches `pattern`; then stop it."""
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         ["bash", "-c", command],
         cwd=cwd,
         env=shell_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-    )
-    assert proc.stdout is not None
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while not re.search(pattern.encode(), out):
-            left = deadline - time.monotonic()
-            assert left > 0, f"{command!r} printed no {pattern!r} in {timeout}s:\n{out.decode()}"
-            if select.select([proc.stdout], [], [], left)[0]:
-                chunk = os.read(proc.stdout.fileno(), 65536)
-                assert chunk, f"{command!r} ended:\n{out.decode()}"
-                out += chunk
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
+    ) as proc:
+        assert proc.stdout is not None
+        out = b""
+        deadline = time.monotonic() + timeout
+        try:
+            while not re.search(pattern.encode(), out):
+                left = deadline - time.monotonic()
+                assert left > 0, (
+                    f"{command!r} printed no {pattern!r} in {timeout}s:\n{out.decode()}"
+                )
+                if select.select([proc.stdout], [], [], left)[0]:
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    assert chunk, f"{command!r} ended:\n{out.decode()}"
+                    out += chunk
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
     return out.decode(errors="replace")
 
 
@@ -149,20 +151,20 @@ def test_version() -> None:
 def tail_url(cwd: Path, extra_env: dict[str, str], env_file: str = "/nonexistent") -> str:
     """The Redis URL `lookout tail` reports it uses, in `cwd` with `extra_env`."""
     env = {**shell_env(), **extra_env}
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "lookout", "--env-file", env_file, "tail", "sample"],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+        finally:
+            proc.terminate()
+            proc.wait(10)
     match = re.search(r"tailing sample on (\S+) ", first)
     assert match, first
     return match.group(1)

@@ -105,20 +105,30 @@ async def run_ask_worker(
         )
         main = asyncio.create_task(worker.main())
         stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({main, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if main.done() and not stop.is_set():
-            exc = main.exception() if not main.cancelled() else None
-            if exc is not None and not isinstance(exc, REDIS_ERRORS):
-                log.error("ask worker stopped: %r; restarting", exc)
-            else:
-                log.warning("ask worker lost Redis (%s); restarting", exc)
-            await asyncio.sleep(backoff.next())
-        await _stop_worker(worker, main, handler, grace)
         try:
-            await pool.aclose(close_connection_pool=True)
-        except REDIS_ERRORS:
-            pass
+            await asyncio.wait({main, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if main.done() and not stop.is_set():
+                exc = main.exception() if not main.cancelled() else None
+                if exc is not None and not isinstance(exc, REDIS_ERRORS):
+                    log.error("ask worker stopped: %r; restarting", exc)
+                else:
+                    log.warning("ask worker lost Redis (%s); restarting", exc)
+                await asyncio.sleep(backoff.next())
+            await _stop_worker(worker, main, handler, grace)
+        finally:
+            # Also when this task is cancelled: no arq task or Redis connection is left open.
+            stopped.cancel()
+            await _cancel(main, *worker.tasks.values())
+            try:
+                await pool.aclose(close_connection_pool=True)
+            except REDIS_ERRORS:
+                pass
+
+
+async def _cancel(*tasks: asyncio.Task[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _stop_worker(
@@ -130,7 +140,4 @@ async def _stop_worker(
     running = [t for t in worker.tasks.values() if not t.done()]
     if running:
         await asyncio.wait(running, timeout=grace)
-    main.cancel()
-    for task in worker.tasks.values():
-        task.cancel()
-    await asyncio.gather(main, *worker.tasks.values(), return_exceptions=True)
+    await _cancel(main, *worker.tasks.values())
