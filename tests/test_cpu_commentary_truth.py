@@ -178,3 +178,14 @@ def test_a_worker_on_a_still_clip_describes_once_then_says_no_change(
     assert texts[0].startswith("Nothing is moving."), texts
     assert "red" in texts[0] and "heading" not in " ".join(texts)
     assert texts[1:4] == [NOTHING_NEW] * 3, texts
+
+
+def test_a_new_instruction_starts_the_memory_afresh_even_with_context_left() -> None:
+    from worker.engines.cpu_memory import Memory
+
+    memory = Memory()
+    said = memory.for_source("cam", "Describe the video.", ["A red square."])
+    said.record("colours", "A red square.")
+    assert memory.for_source("cam", "Describe the video.", ["A red square."]) is said
+    fresh = memory.for_source("cam", "Which colours do you see?", ["A red square."])
+    assert fresh is not said and not fresh.repeats("colours", "A red square.")

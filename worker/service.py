@@ -172,6 +172,7 @@ class CommentaryWorker:
         context = (
             bounded_context(slot.context, s.context_max_chars) if s.context_commentaries else []
         )
+        rev = slot.rev  # an instruction that changes meanwhile clears the context for good
         try:
             outcome = await self.cycles.run(
                 slot.name, [w.frame for w in window], slot.instruction, context, cancel
@@ -180,7 +181,7 @@ class CommentaryWorker:
             slot.cancel, self.serving = None, None
         self.cycle_count += 1
         slot.detector.commented(window)
-        if outcome.status == "finished":
+        if outcome.status == "finished" and slot.rev == rev:
             slot.remember(outcome.text, s.context_commentaries)
             slot.last_commentary_wall = time.time()
         stat: status.StatName = "cycles" if outcome.status == "finished" else outcome.status

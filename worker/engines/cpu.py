@@ -77,7 +77,7 @@ class CpuEngine(Engine):
         # Questions are answered in full and do not count as said to the running commentary.
         said = None
         if request.kind != "answer":
-            said = self._memory.for_source(request.source, request.context)
+            said = self._memory.for_source(request.source, request.instruction, request.context)
         sentences = compose(
             measures,
             request.instruction,

@@ -78,6 +78,7 @@ class Said:
     """The last sentence said on each topic to one source."""
 
     last: dict[str, str] = field(default_factory=dict)  # topic -> key of its last sentence
+    instruction: str = ""  # what was asked when these were said
 
     def repeats(self, topic: str, sentence: str) -> bool:
         return self.last.get(topic) == key(sentence)
@@ -92,11 +93,12 @@ class Memory:
     def __init__(self) -> None:
         self._sources: OrderedDict[str, Said] = OrderedDict()
 
-    def for_source(self, source: str, context: Sequence[str]) -> Said:
-        """The source's memory; a fresh one when the worker sent no context."""
+    def for_source(self, source: str, instruction: str, context: Sequence[str]) -> Said:
+        """The source's memory; a fresh one when the worker sent no context or the
+        instruction is not the one the memory was made under."""
         said = self._sources.pop(source, None)
-        if said is None or not context:
-            said = Said()
+        if said is None or not context or said.instruction != instruction:
+            said = Said(instruction=instruction)
         self._sources[source] = said
         while len(self._sources) > MAX_REMEMBERED_SOURCES:
             self._sources.popitem(last=False)
