@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.keys import Keys  # noqa: E402
 from shared.publisher import FramePublisher, encode_frame  # noqa: E402
-from shared.settings import Settings, load_settings  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.settings_env import load_settings  # noqa: E402
 from tests.helpers import RedisServer  # noqa: E402
 from tests.media import make_mp4  # noqa: E402
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from lookout.redis_url_file import with_redis_url_file
 from shared.logs import setup_logging
-from shared.settings import SettingsError, load_settings
+from shared.settings import SettingsError
+from shared.settings_env import load_settings
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "up": ("lookout.up", "run everything on this machine: Redis, a sample source, CPU worker, API"),

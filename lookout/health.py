@@ -28,7 +28,8 @@ import redis
 
 from shared.keys import Keys
 from shared.records import RecordError, WorkerBeat
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import Settings, SettingsError
+from shared.settings_env import load_settings
 
 ROLES = ("api", "worker", "producer", "auto")
 TIMEOUT_S = 3.0

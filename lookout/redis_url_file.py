@@ -20,7 +20,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from shared.settings import Settings, read_env_file
+from shared.settings import Settings
+from shared.settings_env import read_env_file
 
 REDIS_URL_FILE = Path("var/redis.url")
 

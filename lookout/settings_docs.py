@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.settings import env_name, settings_fields
+from shared.settings_env import env_name, settings_fields
 
 GROUP_TITLES = {
     "redis": "Redis bus",

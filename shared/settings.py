@@ -1,6 +1,7 @@
 """Every setting Lookout reads, from the environment and an optional `.env` file.
 
-One frozen `Settings` object is built once at process start by `load_settings()`. Each field
+One frozen `Settings` object is built once at process start by `load_settings()`
+(`shared/settings_env.py`, which also reads `.env` files). Each field
 carries its environment variable name, its allowed range and a one-line doc in `metadata`, so
 validation, `.env.example` and `docs/configuration.md` all come from this single table.
 A bad value stops the process with the variable's name and what is allowed.
@@ -8,16 +9,9 @@ A bad value stops the process with the variable's name and what is allowed.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from dotenv.parser import parse_stream
-from dotenv.variables import parse_variables
 
 log = logging.getLogger(__name__)
 
@@ -365,132 +359,3 @@ class Settings:
         if self.max_ingest_pixels:
             return self.max_ingest_pixels
         return max(self.max_frame_edge**2, AUTO_MIN_INGEST_PIXELS)
-
-
-def settings_fields() -> list[dataclasses.Field[Any]]:
-    """The fields of `Settings` in declaration order (for docs and .env.example)."""
-    return list(dataclasses.fields(Settings))
-
-
-def env_name(f: dataclasses.Field[Any]) -> str:
-    return f.name.upper()
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """Parse a `.env` file with python-dotenv's parser, as `docker compose` reads one.
-
-    `KEY=VALUE` lines, optional `export `, `#` comments (inside quotes a `#` is text; after an
-    unquoted value it needs a blank before it), blanks and tabs around unquoted values dropped,
-    double quotes with backslash escapes (`\\t`, `\\n`), single quotes taken literally, and
-    `${VAR}` / `${VAR:-default}` expanded outside single quotes, from the environment first
-    (which also wins over the file for settings), then the lines above. python-dotenv alone
-    would expand inside single quotes too; compose does not, and neither does Lookout.
-    A line that is not `KEY=VALUE` stops the process with its number.
-    """
-    values: dict[str, str] = {}
-    with path.open(encoding="utf-8") as stream:
-        for binding in parse_stream(stream):
-            where = f"{path}:{binding.original.line}"
-            if binding.error:
-                raise SettingsError(
-                    f"{where}: expected KEY=VALUE, got {binding.original.string.strip()!r}"
-                )
-            if binding.key is None:
-                continue  # a blank or comment line
-            if binding.value is None:
-                raise SettingsError(
-                    f"{where}: {binding.key} has no value (expected {binding.key}=VALUE)"
-                )
-            value = binding.value
-            if not _single_quoted(binding.original.string):
-                known = {**values, **os.environ}
-                value = "".join(atom.resolve(known) for atom in parse_variables(value))
-            values[binding.key] = value
-    return values
-
-
-def _single_quoted(line: str) -> bool:
-    """True if the value of a `KEY=VALUE` line is in single quotes."""
-    return line.partition("=")[2].lstrip(" \t").startswith("'")
-
-
-def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
-    name, meta = env_name(f), f.metadata
-    kind: type = type(f.default)
-    if kind is bool:
-        lowered = raw.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise SettingsError(f"{name}={raw!r}: expected true or false")
-    if kind in (int, float):
-        try:
-            number = kind(raw)
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r}: expected a {kind.__name__}") from None
-        _check_range(name, number, meta)
-        return number
-    text = raw.strip()
-    if meta["choices"] is not None:
-        # Case-insensitive match, stored in the spelling of the allowed list.
-        matches = [c for c in meta["choices"] if c.lower() == text.lower()]
-        if not matches:
-            raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(meta['choices'])}")
-        return matches[0]
-    return text
-
-
-def _check_range(name: str, value: float, meta: Mapping[str, Any]) -> None:
-    lo, hi = meta["lo"], meta["hi"]
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise SettingsError(f"{name}={value}: allowed range is {lo} to {hi}")
-
-
-def load_settings(
-    environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
-) -> Settings:
-    """Build and validate the settings; the environment wins over the `.env` file.
-
-    Raises SettingsError naming the first bad variable. Unknown names in `.env` are logged,
-    since a typo there would otherwise be silently ignored.
-    """
-    env = dict(os.environ if environ is None else environ)
-    file_values: dict[str, str] = {}
-    if env_file is not None and Path(env_file).is_file():
-        file_values = read_env_file(Path(env_file))
-    known = {env_name(f) for f in settings_fields()}
-    for unknown in sorted(set(file_values) - known):
-        log.warning("%s: unknown variable %s is ignored", env_file, unknown)
-    values: dict[str, Any] = {}
-    for f in settings_fields():
-        raw = env.get(env_name(f), file_values.get(env_name(f)))
-        if raw is not None:
-            values[f.name] = _parse(f, raw)
-    settings = Settings(**values)
-    _check_consistency(settings)
-    return settings
-
-
-def _check_consistency(s: Settings) -> None:
-    if s.max_reconnect_delay < s.reconnect_delay:
-        raise SettingsError(
-            f"MAX_RECONNECT_DELAY={s.max_reconnect_delay} must be at least RECONNECT_DELAY={s.reconnect_delay}"
-        )
-    if not s.key_prefix or any(c in s.key_prefix for c in " *?[]"):
-        raise SettingsError(
-            f"KEY_PREFIX={s.key_prefix!r}: must be non-empty, no spaces or glob characters"
-        )
-    if s.media_token_ttl > s.media_token_max_ttl:
-        raise SettingsError(
-            f"MEDIA_TOKEN_TTL={s.media_token_ttl} must be at most MEDIA_TOKEN_MAX_TTL={s.media_token_max_ttl}"
-        )
-    unknown_schemes = {x.strip() for x in s.source_schemes.split(",") if x.strip()} - set(
-        SOURCE_SCHEMES
-    )
-    if unknown_schemes:
-        raise SettingsError(
-            f"SOURCE_SCHEMES={s.source_schemes!r}: expected some of {', '.join(SOURCE_SCHEMES)}"
-        )
-    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")

@@ -11,7 +11,8 @@ import redis
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from shared.settings_env import load_settings
 from tests.helpers import RedisServer
 
 _prefixes = itertools.count()

@@ -21,7 +21,8 @@ from api.auth import KeyRing, load_keys, parse_keys
 from shared.bus import SourcePublisher
 from shared.keys import Keys
 from shared.messages import AudioChunk, InstructionChanged, TextChunk, decode_message
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import Settings, SettingsError
+from shared.settings_env import load_settings
 from shared.sources import SourceRegistry
 from tests.helpers import RedisServer
 from tests.test_api_support import (

@@ -25,7 +25,8 @@ from shared.messages import (
     encode_message,
 )
 from shared.records import CommentaryRecord, FrameRecord, RecordError, WorkerBeat
-from shared.settings import SettingsError, load_settings, read_env_file
+from shared.settings import SettingsError
+from shared.settings_env import load_settings, read_env_file
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from lookout.cli import SUBCOMMANDS, build_parser
-from shared.settings import env_name, load_settings, settings_fields
+from shared.settings_env import env_name, load_settings, settings_fields
 from tests.helpers import REPO
 
 COMPOSE = REPO / "docker-compose.yml"

@@ -15,7 +15,8 @@ import redis
 
 from lookout import health
 from shared.keys import Keys
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from shared.settings_env import load_settings
 from tests.helpers import REPO, free_port
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from shared.settings import SettingsError, load_settings, read_env_file
+from shared.settings import SettingsError
+from shared.settings_env import load_settings, read_env_file
 from tests.helpers import REPO
 
 TRICKY = (

@@ -20,7 +20,8 @@ import websockets
 from producers.readers import ReaderConfig, SourceOpenError, open_reader
 from shared.jpeg import JpegError, decode_jpeg, image_header_size, jpeg_size
 from shared.records import FrameRecord
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from shared.settings_env import load_settings
 from shared.source_urls import parse_source_url
 from shared.urlpolicy import SourcePolicy
 from tests.media import MjpegServer

@@ -21,7 +21,7 @@ from arq.constants import job_key_prefix, result_key_prefix
 from shared import asks
 from shared.arqpool import JobFormatError, deserialize_job, serialize_job
 from shared.keys import Keys
-from shared.settings import load_settings
+from shared.settings_env import load_settings
 from shared.source_control import CAPTURE_JOB, arq_client
 from tests.helpers import LookoutProcess
 

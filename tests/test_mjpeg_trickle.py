@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from producers.capture import Capture
 from shared.producer_status import read_producer_status
-from shared.settings import load_settings
+from shared.settings_env import load_settings
 from shared.urlpolicy import SourcePolicy
 
 HEADERS = (

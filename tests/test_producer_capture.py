@@ -18,7 +18,8 @@ from shared.keys import Keys
 from shared.messages import SourceNotice, decode_message
 from shared.producer_status import read_producer_status
 from shared.records import FrameRecord
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from shared.settings_env import load_settings
 from shared.source_urls import SourceOptions
 from tests.media import MjpegServer, RtspServer, SilentServer, make_jpegs, make_mp4, truncate_copy
 

@@ -11,7 +11,8 @@ from shared.jpeg import JpegError, decode_jpeg, encode_jpeg
 from shared.keys import Keys
 from shared.publisher import FramePublisher, bound_image
 from shared.records import FrameRecord
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from shared.settings_env import load_settings
 from shared.sources import SourceRegistry
 from tests.media import make_jpegs
 

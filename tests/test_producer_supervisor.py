@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from shared.keys import Keys, SourceNameError
 from shared.producer_status import read_producer_status
 from shared.records import FrameRecord
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from shared.settings_env import load_settings
 from shared.source_control import (
     SourceExists,
     UnknownSource,

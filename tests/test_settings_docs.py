@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from lookout.settings_docs import GENERATED
-from shared.settings import env_name, load_settings, read_env_file, settings_fields
+from shared.settings_env import env_name, load_settings, read_env_file, settings_fields
 from tests.helpers import REPO
 
 

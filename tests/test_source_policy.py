@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from producers.readers import ReaderConfig, SourceOpenError, open_reader
-from shared.settings import SettingsError, load_settings
+from shared.settings import SettingsError
+from shared.settings_env import load_settings
 from shared.source_urls import parse_source_url
 from shared.urlpolicy import SourcePolicy, SourcePolicyError, check_source_url, resolve_host
 from tests.helpers import LookoutProcess, free_port

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from shared.keys import Keys
 from shared.records import FrameRecord
-from shared.settings import load_settings
+from shared.settings_env import load_settings
 from tests.worker_support import scene
 from worker.leases import Leases, fair_share
 from worker.scheduler import SourceSlot, bounded_context

@@ -17,7 +17,8 @@ from shared.jpeg import encode_jpeg
 from shared.keys import Keys
 from shared.messages import AnyMessage, CycleEvent, TextChunk
 from shared.records import FrameRecord
-from shared.settings import Settings, load_settings
+from shared.settings import Settings
+from shared.settings_env import load_settings
 from tests.scripted_engine import ScriptedEngine
 from worker.service import run_worker
 
