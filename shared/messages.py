@@ -101,6 +101,7 @@ class CycleEnded(CycleEvent, kw_only=True, frozen=True):
     duration_ms: float = 0.0
     history_id: str  # id of its record in Keys.history (the SSE event id)
     latency_ms: float | None = None  # None when no chunk came
+    model: str = ""  # the engine's model id (checkpoint name, or the engine's name)
 
 
 class CycleFinished(CycleEnded, tag="finished", kw_only=True, frozen=True):

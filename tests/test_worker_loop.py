@@ -63,6 +63,7 @@ async def test_cycle_publishes_chunks_events_history_and_stats(
     assert [c.text for c in rec.chunks(cycle)] == ["A red ", "square."]
     assert [c.seq for c in rec.chunks(cycle)] == [0, 1]
     assert finished.text == "A red square." and finished.tokens == 2 and finished.history_id
+    assert finished.model == "script"  # type: ignore[attr-defined]  # its checkpoint
     entries = await redis_client.xrange(
         keys.history("cam"), min=finished.history_id, max=finished.history_id
     )

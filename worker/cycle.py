@@ -137,6 +137,11 @@ class CycleRunner:
             )
         return await self._finish(call, "interrupted" if cancel.is_set() else "finished")
 
+    def _model_id(self) -> str:
+        """What the page shows as the model: the checkpoint's last path part, else the engine."""
+        info = self._runner.info
+        return info.checkpoint.rstrip("/").rsplit("/", 1)[-1] or info.engine
+
     def _max_new_tokens(self) -> int:
         s = self._settings
         return s.tts_max_new_tokens if s.enable_tts else s.max_new_tokens
@@ -222,6 +227,7 @@ class CycleRunner:
                 duration_ms=record.duration_ms,
                 history_id=history_id,
                 latency_ms=call.latency_ms,
+                model=self._model_id(),
             )
         )
         return Outcome(
