@@ -16,7 +16,7 @@ from shared.records import FrameRecord, RecordError, as_text
 
 PAGE = 16  # entries read per XRANGE (each holds a JPEG)
 TS_SLACK_S = 2.0  # capture-to-XADD delay and clock skew between producer and Redis hosts
-TS_MATCH_S = 0.5  # a frame of a restarted producer may reuse the seq: its capture time differs
+TS_MATCH_S = 0.001  # a restarted producer reuses seqs: the capture time (µs) tells them apart
 MAX_SEQ = 2**62
 
 

@@ -3,7 +3,7 @@
 // video.js: the delayed canvas; commentary.js: SSE, the lists; speech.js; grid.js.
 import { $, api, debug, dot, errorText, setStatus, sourcePath, state, withToken } from "./core.js";
 import { ask, closeEvents, openEvents, tickAges } from "./commentary.js";
-import { gridOn, showGrid } from "./grid.js";
+import { buildTiles, gridOn, showGrid } from "./grid.js";
 import { applyVolume, setSpeech, speechOn, startSpeech, stopSpeech } from "./speech.js";
 import { closeVideo, drawLoop, framesArriving, openVideo, recordLatency, showDelay } from "./video.js";
 
@@ -15,6 +15,7 @@ async function loadSources(select) {
   const picker = $("source");
   picker.innerHTML = "";
   for (const s of state.sources) picker.add(new Option(s.name, s.name));
+  buildTiles();
   const wanted = select || state.source || new URLSearchParams(location.search).get("source") || localStorage.getItem("lookout.source");
   const chosen = state.sources.find((s) => s.name === wanted) || state.sources[0];
   if (!chosen) { closeSource(); state.source = null; setStatus("no sources yet: add one"); return; }

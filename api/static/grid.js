@@ -19,11 +19,19 @@ export function showGrid(on, pick) {
   clearTimeout(timer);
   onPick = pick || onPick;
   if (on) { buildTiles(); refresh(0); }
-  else for (const img of $("grid").querySelectorAll("img")) URL.revokeObjectURL(img.src);
+  else {
+    for (const img of $("grid").querySelectorAll("img")) URL.revokeObjectURL(img.src);
+    $("grid").dataset.names = "";
+  }
 }
 
-function buildTiles() {
+// (Re)make the tiles from the source list (called again when the list changes).
+export function buildTiles() {
   const grid = $("grid");
+  if (grid.hidden) return;
+  const names = state.sources.map((s) => s.name).join(" ");
+  if (grid.dataset.names === names && grid.children.length) return;
+  grid.dataset.names = names;
   grid.innerHTML = "";
   if (!state.sources.length) { grid.textContent = "No sources yet: add one."; return; }
   for (const s of state.sources) {
@@ -32,7 +40,7 @@ function buildTiles() {
     tile.className = "tile";
     tile.dataset.source = s.name;
     tile.title = `Open ${s.name}`;
-    tile.innerHTML = '<span class="picture">no frame yet</span><span class="name"></span><span class="text"></span><time class="age"></time>';
+    tile.innerHTML = '<span class="picture">no frame yet</span><span class="name"></span><span class="text">no commentary yet</span><time class="age"></time>';
     tile.querySelector(".name").textContent = s.name;
     tile.onclick = () => onPick && onPick(s.name);
     grid.append(tile);

@@ -191,7 +191,7 @@ export async function drawLoop() {
   }
   if (!drawnHere && frames.length && state.source) {
     const waited = (now - frames[0].at) / 1000;
-    overlay(`Buffering: video is held ${delaySeconds()} s behind live so the words match it (${waited.toFixed(1)} s)`);
+    overlay(`Buffering ${waited.toFixed(1)} of ${delaySeconds()} s: the video is held behind live so the words match it`);
   }
   flushHeld();
   requestAnimationFrame(drawLoop);
