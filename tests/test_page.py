@@ -55,7 +55,13 @@ playwright_api = pytest.importorskip("playwright.async_api")
 def server(test_env: dict[str, str]) -> Iterator[ApiServer]:
     if shutil.which(CHROMIUM) is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    env = {**test_env, "API_KEYS": f"{KEY}:control", "STREAM_DELAY_INIT": "0.5"}
+    # ENABLE_TTS: the API would answer /audio with 409 if speech were off.
+    env = {
+        **test_env,
+        "API_KEYS": f"{KEY}:control",
+        "STREAM_DELAY_INIT": "0.5",
+        "ENABLE_TTS": "true",
+    }
     api = ApiServer(env, "api-page")
     yield api
     api.stop()

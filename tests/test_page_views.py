@@ -56,6 +56,7 @@ def server(redis_server: RedisServer) -> Iterator[ApiServer]:
         "KEY_PREFIX": PREFIX,
         "STREAM_DELAY_INIT": str(DELAY_INIT),
         "SSE_REPLAY": "5",
+        "ENABLE_TTS": "true",  # else /audio answers 409
     }
     api = ApiServer(env, "api-page-views")
     yield api
@@ -390,17 +391,17 @@ async def test_webcam_dot_and_speech_toggle(
         async with httpx.AsyncClient(base_url=server.url) as http:
             async with http.stream("GET", "/api/sources/hall/audio?format=opus") as resp:
                 opus = "ogg" in resp.headers.get("content-type", "")
-        if opus:  # the API serves Ogg/Opus: the <audio> element plays it
-            await v.until("window.lookoutDebug.audioElement", timeout=10)
-        else:  # raw PCM only: Web Audio plays the chunks as they come
-            pub = SourcePublisher(redis, KEYS, "hall")
-            tone = (np.sin(np.arange(9600) / 10) * 8000).astype("<i2").tobytes()
+        # Ogg/Opus from the API plays in the <audio> element; raw PCM only: in Web Audio.
+        pub = SourcePublisher(redis, KEYS, "hall")
+        tone = (np.sin(np.arange(9600) / 10) * 8000).astype("<i2").tobytes()
 
-            async def heard() -> Any:
-                await pub.audio(AudioChunk(source="hall", cycle="s1", seq=0, pcm=tone))
-                return await v.debug("audioChunks")
+        async def heard() -> bool:
+            await pub.audio(AudioChunk(source="hall", cycle="s1", seq=0, pcm=tone))
+            if opus:
+                return bool(await v.debug("audioElement") == "playing")
+            return bool(await v.debug("audioChunks"))
 
-            await wait_until(heard, timeout=10, interval=0.3)
+        await wait_until(heard, timeout=10, interval=0.3)
         await speech.click()
         assert await speech.get_attribute("aria-pressed") == "false"
         # A webcam source has no producer process: its arriving frames make the dot green.

@@ -44,7 +44,6 @@ async function connect(name) {
   on("chunk", onChunk);
   on("cycle", onCycle);
   on("commentary", (rec) => {
-    if (rec.kind !== "answer") recordLatency(rec.latency_ms);
     addItem({
       ...rec, at: rec.started_at + rec.duration_ms / 1000,
       frames: { seqs: rec.frame_seqs || [], ts: rec.frame_ts || [] },

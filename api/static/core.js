@@ -6,7 +6,16 @@ export const $ = (id) => document.getElementById(id);
 export const debug = (window.lookoutDebug = {
   frames: 0, drawn: 0, chunks: 0, audioChunks: 0, commentaries: 0, answers: 0, held: 0, shownTs: 0,
 });
-export const state = { source: null, sources: [], config: {}, events: null, workers: {} };
+export const state = {
+  source: null,  // the open source's name (null in the grid)
+  sources: [],  // GET /api/sources, with each one's instruction
+  config: {},  // GET /api/config
+  events: null,  // the open EventSource
+  workers: {},  // worker id -> heartbeat, from /api/status (models of replayed items)
+  cycle: null,  // the cycle whose words #live shows
+  audioCycle: null,  // the newest started cycle (its speech waits for its frames)
+  shownTs: 0,  // capture time of the frame on the canvas
+};
 
 // --- API keys: asked once, remembered in this browser ---------------------------------
 function apiKey() { return localStorage.getItem("lookout.key") || ""; }

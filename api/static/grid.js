@@ -6,6 +6,7 @@ import { $, ago, api, imageUrl, sourcePath, state } from "./core.js";
 const FRAME_EVERY_MS = 1000;
 const TEXT_EVERY_MS = 3000;
 let timer = null;
+let round = 0;  // bumped on every show/hide: a refresh of an earlier showing stops
 let onPick = null;
 
 export function gridOn() { return $("grid-toggle").getAttribute("aria-pressed") === "true"; }
@@ -17,8 +18,9 @@ export function showGrid(on, pick) {
   $("single").hidden = on;
   document.body.classList.toggle("grid-view", on);
   clearTimeout(timer);
+  round++;
   onPick = pick || onPick;
-  if (on) { buildTiles(); refresh(0); }
+  if (on) { buildTiles(); refresh(round, 0); }
   else {
     for (const img of $("grid").querySelectorAll("img")) URL.revokeObjectURL(img.src);
     $("grid").dataset.names = "";
@@ -47,13 +49,13 @@ export function buildTiles() {
   }
 }
 
-async function refresh(round) {
+async function refresh(showing, n) {
   for (const tile of $("grid").querySelectorAll(".tile")) {
-    if (!gridOn()) return;
+    if (showing !== round) return;
     await refreshFrame(tile);
-    if (round % (TEXT_EVERY_MS / FRAME_EVERY_MS) === 0) await refreshText(tile);
+    if (n % (TEXT_EVERY_MS / FRAME_EVERY_MS) === 0) await refreshText(tile);
   }
-  if (gridOn()) timer = setTimeout(() => refresh(round + 1), FRAME_EVERY_MS);
+  if (showing === round) timer = setTimeout(() => refresh(showing, n + 1), FRAME_EVERY_MS);
 }
 
 async function refreshFrame(tile) {
