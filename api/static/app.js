@@ -115,7 +115,10 @@ async function toggleWebcam() {
 }
 
 // --- Wiring -----------------------------------------------------------------------------
-$("source").onchange = () => openSource($("source").value);
+$("source").onchange = () => {
+  if (gridOn()) showGrid(false);
+  openSource($("source").value);
+};
 $("instruction-form").onsubmit = async (e) => {
   e.preventDefault();
   const instruction = $("instruction").value;
@@ -163,7 +166,8 @@ $("grid-toggle").onclick = () => {
   const on = !gridOn();
   if (on) { closeSource(); state.source = null; }
   showGrid(on, (name) => { showGrid(false); openSource(name); });
-  if (!on) loadSources();
+  if (on) setStatus(`all ${state.sources.length} sources: click one to open it`);
+  else loadSources();
 };
 window.addEventListener("lookout:sources", () => { loadSources(); });
 

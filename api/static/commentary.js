@@ -32,7 +32,7 @@ async function connect(name) {
   state.events = es;
   es.onopen = () => dot("connection", "ok");
   es.onerror = () => {
-    dot("connection", es.readyState === EventSource.CLOSED ? "bad" : "warn");
+    dot("connection", "warn");  // reconnecting (the status poll marks the API unreachable)
     // Closed for good (an expired token answers 401): reopen with a fresh token. The new
     // stream starts with a replay of recent history; addItem skips what is shown.
     if (es.readyState === EventSource.CLOSED && state.events === es) {

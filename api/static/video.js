@@ -134,6 +134,7 @@ function readVideo(name, gen) {
     while (!ctl.signal.aborted) {
       try {
         const resp = await api(`/api/sources/${encodeURIComponent(name)}/mjpeg`, { signal: ctl.signal });
+        if (resp.status === 404) throw new Error(`${name} has not sent a frame yet; waiting`);
         if (!resp.ok) throw new Error(await errorText(resp));
         const body = resp.body.getReader();
         let buf = new Uint8Array(0);
@@ -146,7 +147,7 @@ function readVideo(name, gen) {
         }
       } catch (err) {
         if (ctl.signal.aborted) return;
-        setStatus("video: " + err.message + "; retrying");
+        setStatus("video: " + err.message + (err.message.endsWith("waiting") ? "" : "; retrying"));
       }
       await new Promise((r) => setTimeout(r, 1000));
     }
