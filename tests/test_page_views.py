@@ -30,7 +30,7 @@ from shared.messages import (
     CycleStarted,
     TextChunk,
 )
-from shared.records import CommentaryRecord, FrameRecord
+from shared.records import CommentaryRecord, FrameRecord, WorkerBeat
 from shared.sources import SourceRegistry
 from tests.helpers import REPO, RedisServer
 from tests.test_api_support import ApiServer, add_frame, make_jpeg, wait_until
@@ -314,9 +314,17 @@ async def test_answers_are_set_apart_with_their_question(
         await comment(redis, "quiz", "c1", "A white square.", await newest_frames(redis, "quiz", 2))
         await v.until("document.getElementById('history').textContent.includes('white square')")
         await v.shot("page-desktop")
+    # A replayed commentary's event is gone: its model is the one its worker's heartbeat names.
+    beat = WorkerBeat(
+        worker="w1", engine="minicpmo", checkpoint="/m/Replay-Model", beat_ts=time.time()
+    )
+    await redis.hset(KEYS.worker_status("w1"), mapping=beat.to_fields())  # type: ignore[misc]
     async with viewer(browser, server.url + "/?source=quiz", PHONE) as phone:
         # A fresh page lists the answer again from the history replay, still apart.
         await phone.until("document.querySelector('#answers li .text')?.textContent === 'White.'")
+        await phone.until(
+            "document.querySelector('#history .model')?.textContent === 'Replay-Model'"
+        )
         await phone.until("window.lookoutDebug.videoState === 'playing'")
         await phone.shot("page-phone")
 

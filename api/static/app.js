@@ -2,7 +2,7 @@
 // commentary, speech), keeps the source picker and status dots true, and wires the controls.
 // video.js: the delayed canvas; commentary.js: SSE, the lists; speech.js; grid.js.
 import { $, api, debug, dot, errorText, setStatus, sourcePath, state, withToken } from "./core.js";
-import { ask, closeEvents, openEvents, tickAges } from "./commentary.js";
+import { ask, closeEvents, openEvents, showModels, tickAges } from "./commentary.js";
 import { buildTiles, gridOn, showGrid } from "./grid.js";
 import { applyVolume, setSpeech, speechOn, startSpeech, stopSpeech } from "./speech.js";
 import { closeVideo, drawLoop, framesArriving, openVideo, recordLatency, showDelay } from "./video.js";
@@ -69,6 +69,7 @@ async function pollStatus() {
 
 function showStatus({ sources, workers }) {
   state.workers = workers || {};
+  showModels();
   for (const opt of $("source").options) {
     const src = sources.find((x) => x.name === opt.value);
     const live = src && src.producer && src.producer.state === "live";

@@ -164,14 +164,15 @@ function fillMeta(meta, item) {
     time.textContent = ago(item.at);
     parts.push(time);
   }
-  const model = item.model || modelOf(item.worker);
-  if (model) parts.push(span("model", model));
+  const model = span("model", item.model || modelOf(item.worker));
+  model.dataset.worker = item.worker || "";  // filled in by showModels if not known yet
+  parts.push(model);
   if (item.tokens && item.duration_ms > 0) {
     parts.push(span("speed", `${(item.tokens / (item.duration_ms / 1000)).toFixed(1)} tok/s`));
   }
   if (item.latency_ms > 0) parts.push(span("latency", `${(item.latency_ms / 1000).toFixed(2)} s latency`));
   if (item.status === "interrupted") parts.push(span("status", "interrupted"));
-  parts.forEach((el, i) => meta.append(...(i ? [" · ", el] : [el])));
+  meta.append(...parts);  // the CSS puts " · " between the parts that say something
 }
 
 function span(cls, text) {
@@ -186,6 +187,11 @@ function modelOf(worker) {
   const beat = worker && state.workers[worker];
   if (!beat) return "";
   return (beat.checkpoint || "").replace(/\/+$/, "").split("/").pop() || beat.engine || "";
+}
+
+// Models of items listed before the workers' heartbeats were read.
+export function showModels() {
+  for (const el of document.querySelectorAll(".meta .model:empty")) el.textContent = modelOf(el.dataset.worker);
 }
 
 export function tickAges() {
