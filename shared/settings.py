@@ -326,7 +326,7 @@ class Settings:
     # --- Page ---
     stream_delay_init: float = _var(
         5.0,
-        "Seconds the page shows video behind live so words line up (0: live)",
+        "Video delay (s) the page starts with until it has measured the source's latency (0: live)",
         "page",
         lo=0,
         hi=60,
