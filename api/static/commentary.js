@@ -7,7 +7,7 @@ import { cycleStarted, recordLatency, whenShown } from "./video.js";
 const MAX_ITEMS = 200;
 const shown = new Set();  // history ids already listed (a reopened stream replays)
 const windows = new Map();  // cycle id -> {seqs, ts} of its frames (from `started`)
-const pendingAnswers = new Map();  // job id -> <li> of a question not answered yet
+const pendingAnswers = new Map();  // job id (else cycle id) -> <li> of an answer not finished
 
 export function openEvents(name) {
   closeEvents();
@@ -60,7 +60,7 @@ async function connect(name) {
 
 function onChunk(chunk) {
   if (chunk.kind === "answer") {
-    const li = answerItem(chunk.job_id, chunk.question);
+    const li = answerItem(chunk.job_id || chunk.cycle, chunk.question);
     li.querySelector(".text").textContent += chunk.text;
     li.classList.remove("waiting");
     li.classList.add("streaming");
@@ -84,22 +84,24 @@ function onCycle(ev) {
     recordLatency(ev.latency_ms);
   } else if ((ev.event === "finished" || ev.event === "interrupted") && ev.text) {
     const item = { ...ev, id: ev.history_id, status: ev.event, at: ev.ts, frames: windows.get(ev.cycle) };
-    if (ev.kind === "answer") addItem(item);  // a question is about now: no waiting
-    else whenShown(ev.cycle, () => addItem(item));
+    if (ev.kind === "answer") addItem(item, true);  // a question is about now: no waiting
+    else whenShown(ev.cycle, () => addItem(item, true));
   } else if (ev.event === "failed") {
-    if (ev.kind === "answer" && ev.job_id) {
-      const li = answerItem(ev.job_id, ev.question);
+    if (ev.kind === "answer") {
+      const li = answerItem(ev.job_id || ev.cycle, ev.question);
+      li.classList.remove("waiting", "streaming");
       li.querySelector(".text").textContent = "failed: " + (ev.error || "unknown error");
-      pendingAnswers.delete(ev.job_id);
+      pendingAnswers.delete(ev.job_id || ev.cycle);
     }
     setStatus(`${ev.kind === "answer" ? "answer" : "commentary"} failed: ${ev.error || "unknown error"}`);
   }
 }
 
 // --- Answers ------------------------------------------------------------------------------
-// The <li> of the answer to job `jobId`, made (with its question) if there is none yet.
-export function answerItem(jobId, question) {
-  let li = jobId && pendingAnswers.get(jobId);
+// The <li> of the answer to job `key` (its cycle when the job id is not known), made (with
+// its question) if there is none yet.
+export function answerItem(key, question) {
+  let li = key && pendingAnswers.get(key);
   if (li) return li;
   li = document.createElement("li");
   li.className = "answer";
@@ -111,26 +113,28 @@ export function answerItem(jobId, question) {
   const a = document.createElement("p");
   a.className = "text";
   li.append(q, meta, a);
-  if (jobId) { li.dataset.job = jobId; pendingAnswers.set(jobId, li); }
+  if (key) { li.dataset.job = key; pendingAnswers.set(key, li); }
   $("answers").prepend(li);
   while ($("answers").children.length > 50) $("answers").lastChild.remove();
   return li;
 }
 
 // --- The list ----------------------------------------------------------------------------
-function addItem(item) {
+// `live`: just said (a replayed one leaves the footer alone).
+function addItem(item, live = false) {
   if (item.id) {
     if (shown.has(item.id)) return;
     shown.add(item.id);
   }
   if (item.kind === "answer") {
-    const li = answerItem(item.job_id, item.question);
-    pendingAnswers.delete(item.job_id);
+    const key = item.job_id || item.cycle;
+    const li = answerItem(key, item.question);
+    pendingAnswers.delete(key);
     li.classList.remove("streaming", "waiting");
     li.querySelector(".text").textContent = item.text;
     fillMeta(li.querySelector(".meta"), item);
     debug.answers++;
-    setStatus("answered: " + (item.question || ""));
+    if (live) setStatus("answered: " + (item.question || ""));
     return;
   }
   debug.commentaries++;
