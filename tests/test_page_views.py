@@ -418,6 +418,7 @@ async def test_webcam_dot_and_speech_toggle(
         await v.until("document.getElementById('source').value === 'mycam'", timeout=15)
         await v.until("window.lookoutDebug.producerDot === 'dot ok'", timeout=15)
         assert await redis.xlen(KEYS.frames("mycam")) >= 1
+        assert await redis.sismember(KEYS.sources, "mycam")  # type: ignore[misc]
         assert not await redis.exists(KEYS.producer_status("mycam"))
         await v.shot("page-webcam-desktop")
         await v.page.click("#webcam")
