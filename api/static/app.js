@@ -102,7 +102,13 @@ async function toggleWebcam() {
   const canvas = document.createElement("canvas");
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(await withToken(`${proto}//${location.host}${sourcePath(name, "/ingest")}`, name, "ingest"));
-  ws.onmessage = (e) => { const m = JSON.parse(e.data); if (m.error) setStatus("webcam: " + m.error); };
+  let shown = false;
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    if (m.error) setStatus("webcam: " + m.error);
+    // The first frame acknowledged: the source is registered, open it.
+    else if (m.seq !== undefined && !shown) { shown = true; loadSources(name); }
+  };
   const fps = state.config.display_fps || 10;
   const timer = setInterval(() => {
     if (ws.readyState !== WebSocket.OPEN || ws.bufferedAmount > 1e6) return;  // slow link: skip
@@ -110,7 +116,6 @@ async function toggleWebcam() {
     canvas.getContext("2d").drawImage(video, 0, 0);
     canvas.toBlob((blob) => blob && ws.send(blob), "image/jpeg", 0.8);
   }, 1000 / fps);
-  ws.onopen = () => setTimeout(() => loadSources(name), 1500);
   state.webcam = { stop() { clearInterval(timer); ws.close(); stream.getTracks().forEach((t) => t.stop()); } };
   $("webcam").setAttribute("aria-pressed", "true");
 }
