@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -183,12 +184,12 @@ def start_stack(
 
 def where_to_look(base: str, redis_url: str, settings: Settings, source: str) -> str:
     """What `up` prints once everything answers: the page, Redis, and lines that work."""
-    history = Keys(settings.key_prefix).history(source)
+    history = Keys(settings.key_prefix).history(source)  # quoted: the braces of its hash tag
     return (
         f"\nlookout up: open {base}/ in a browser (Ctrl-C stops everything)\n"
         f"lookout up: Redis is {redis_url}, written to {REDIS_URL_FILE}: `lookout tail {source}`"
         " and the other lookout commands run from this folder use it unless REDIS_URL is set\n"
-        f"lookout up: past commentaries: redis-cli -u {redis_url} XRANGE {history} - +\n"
+        f"lookout up: past commentaries: redis-cli -u {redis_url} XRANGE {shlex.quote(history)} - +\n"
     )
 
 

@@ -81,6 +81,12 @@ class Settings:
     heartbeat_ttl: float = _var(
         10.0, "Seconds a process status key lives without a heartbeat", "redis", lo=2, hi=300
     )
+    redis_cluster: bool = _var(
+        False,
+        "REDIS_URL is a node of a Redis Cluster: connect with the cluster client and use "
+        "sharded pub/sub (no job queues: asks and supervised sources are refused)",
+        "redis",
+    )
 
     # --- HTTP server ---
     server_host: str = _var(

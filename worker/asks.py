@@ -88,7 +88,12 @@ async def _ask_job(ctx: dict[str, Any], source: str, question: str) -> dict[str,
 async def run_ask_worker(
     settings: Settings, handler: AskHandler, stop: asyncio.Event, grace: float = 5.0
 ) -> None:
-    """Run arq's worker for the ask queue until `stop`, restarting it after Redis outages."""
+    """Run arq's worker for the ask queue until `stop`, restarting it after Redis outages.
+    On a Redis Cluster (no arq there) it only waits for `stop`: questions are refused."""
+    if settings.redis_cluster:
+        log.warning("REDIS_CLUSTER is set: arq cannot run on a cluster, so no questions (asks)")
+        await stop.wait()
+        return
     backoff = Backoff(0.5, 5.0)
     while not stop.is_set():
         queue = Keys(settings.key_prefix).worker_queue
