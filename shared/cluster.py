@@ -24,7 +24,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import (
     AskError,
@@ -32,6 +32,9 @@ from redis.exceptions import (
     RedisClusterException,
     SlotNotCoveredError,
     TryAgainError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
 )
 
 # Raised while a cluster reshapes, a shard is down or no seed node answers (redis-py raises
@@ -48,6 +51,61 @@ class ClusterUnsupported(Exception):
             f"{what} needs arq's job queue, which does not run on a Redis Cluster "
             "(REDIS_CLUSTER=true); use a standalone Redis (or Sentinel) for it"
         )
+
+
+def _closed_under_us(exc: Exception) -> bool:
+    return isinstance(exc, AttributeError | TypeError) and "'NoneType'" in str(exc)
+
+
+class _Cluster(RedisCluster):
+    """RedisCluster that survives a node going away and coming back.
+
+    redis-py 5.3 answers a connection error on one node by dropping that node from the nodes
+    it seeds from, and by closing every connection of the client to read the cluster layout
+    again (`RedisCluster._execute_command`), including the connections other tasks are using
+    at that moment. Those fail on the closed socket with AttributeError or TypeError
+    ("'NoneType' object ..."): they are lost connections, raised here as ConnectionError for
+    the callers' retry loops. And they drop healthy nodes from the seeds too, until none is
+    left and the client can never connect again ("Redis Cluster cannot be connected"): every
+    node it has known is put back among the seeds before each command.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known = {n.name: (n.host, n.port) for n in self.nodes_manager.startup_nodes.values()}
+
+    def _reseed(self) -> None:
+        manager = self.nodes_manager
+        for node in manager.nodes_cache.values():
+            self._known.setdefault(node.name, (node.host, node.port))
+        for name, (host, port) in self._known.items():
+            if name not in manager.startup_nodes:
+                manager.startup_nodes[name] = ClusterNode(host, port, **manager.connection_kwargs)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._reseed()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except (AttributeError, TypeError) as exc:
+            if not _closed_under_us(exc):
+                raise
+            raise RedisConnectionError(f"connection closed under a command: {exc}") from exc
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        super().pipeline(transaction, shard_hint)  # its checks
+        # redis-py's stubs declare an abstract `connection_pool` its own ClusterPipeline lacks.
+        return _ClusterPipeline(self)  # type: ignore[abstract]
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        cast(_Cluster, self._client)._reseed()
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except (AttributeError, TypeError) as exc:
+            if not _closed_under_us(exc):
+                raise
+            raise RedisConnectionError(f"connection closed under a pipeline: {exc}") from exc
 
 
 def is_cluster(client: object) -> bool:
@@ -68,8 +126,11 @@ def cluster_client(url: str, **options: Any) -> aioredis.Redis:
     command mixins), and the few places that differ (transactions, publishing, pub/sub,
     server info) branch on `is_cluster`.
     """
-    options.pop("health_check_interval", None)  # per-connection option; the cluster's nodes ping
-    return cast(aioredis.Redis, RedisCluster.from_url(url, **options))
+    # Per-connection options RedisCluster does not take: it retries a failed node itself
+    # (reseeding its view of the cluster) and checks its nodes on errors.
+    for option in ("health_check_interval", "retry_on_timeout"):
+        options.pop(option, None)
+    return cast(aioredis.Redis, _Cluster.from_url(url, **options))
 
 
 def sync_cluster_client(url: str, **options: Any) -> redis.Redis:
