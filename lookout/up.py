@@ -52,8 +52,10 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
     """True if a Redis server answers PING at `url`."""
     import redis
 
+    from shared.bus import connect_redis_sync
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = connect_redis_sync(url, timeout=timeout)
         return bool(client.ping())
     except (redis.exceptions.RedisError, OSError):
         return False

@@ -32,6 +32,7 @@ from tests.redis_cluster import RedisCluster
 from tests.worker_support import scene, until
 
 PREFIX = "clu"
+INSTRUCTION = "Name the colours."
 KEYS = Keys(PREFIX)
 
 
@@ -137,13 +138,36 @@ async def test_a_source_per_shard_and_a_node_restarted_mid_stream(cluster: Redis
             }
             assert all(history_of.values()), "commentary reached every history stream"
 
+            # An instruction goes out by SPUBLISH on the source's shard: `lookout tail '*'`
+            # (sharded subscriptions following the registry) prints it, the worker uses it.
+            tail = LookoutProcess(["tail", "*"], env, "tail")
+            procs.append(tail)
+            await until(lambda: " text " in tail.log(), 20)  # it follows the sources now
+            async with httpx.AsyncClient(base_url=base) as http:
+                put = await http.put(
+                    f"/api/sources/{victim}/instruction", json={"instruction": INSTRUCTION}
+                )
+            assert put.status_code == 200, put.text
+            await until(lambda: f"{victim} instruction rev=1: {INSTRUCTION}" in tail.log(), 20)
+            started = await asyncio.to_thread(
+                readers[victim].next_matching,
+                lambda e: e.event == "cycle" and e.data["event"] == "started",
+                30,
+            )
+            while started.data["instruction"] != INSTRUCTION:  # one may have begun before
+                started = await asyncio.to_thread(
+                    readers[victim].next_matching,
+                    lambda e: e.event == "cycle" and e.data["event"] == "started",
+                    30,
+                )
+            assert tail.stop() in (0, -signal.SIGTERM, -signal.SIGINT)
+
             # 2. The victim's node goes down mid-stream; the processes notice.
-            before = {
-                name: len(proc.log()) for name, proc in zip(("api", "worker"), procs, strict=True)
-            }
+            api, worker = procs[0], procs[1]
+            api_seen, worker_seen = len(api.log()), len(worker.log())
             cluster.stop_node(victim_port)
-            await until(lambda: "Error 111" in procs[1].log()[before["worker"] :], 20)
-            await until(lambda: "subscription lost" in procs[0].log()[before["api"] :], 20)
+            await until(lambda: "Error 111" in worker.log()[worker_seen:], 20)
+            await until(lambda: "subscription lost" in api.log()[api_seen:], 20)
 
             # 3. It comes back empty: every source is commented again, the victim included
             # (its feeder registered it again, the worker took its lease again).
