@@ -21,9 +21,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
+from lookout.health import Unhealthy, check, check_worker
 from shared.bus import REDIS_ERRORS, connect_redis
 from shared.keys import Keys
 from shared.publisher import FramePublisher
+from shared.settings import SettingsError
 from shared.settings_env import load_settings
 from shared.sources import SourceRegistry
 from tests.e2e_support import SseEvent, SseReader
@@ -230,9 +232,13 @@ async def test_job_queues_are_refused_clearly(cluster: RedisCluster) -> None:
                 "/api/sources", json={"name": "yard", "url": "rtsp://camera.example/live"}
             )
             unknown = await http.get("/api/jobs/0123456789abcdef0123456789abcdef")
+            deleted = await http.delete("/api/sources/cam")  # no job queue needed
+            listed = await http.get("/api/sources")
         for response in (asked, started, unknown):
             assert response.status_code == 501, response.text
             assert "does not run on a Redis Cluster" in response.json()["error"]
+        assert deleted.status_code in (200, 204), deleted.text
+        assert listed.status_code == 200 and "cam" not in listed.text
     finally:
         assert api.stop() in (0, -signal.SIGTERM), api.log()
 
@@ -241,3 +247,14 @@ def _base_env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KEY_PREFIX")}
+
+
+def test_health_checks_and_settings_on_a_cluster(cluster: RedisCluster) -> None:
+    settings = load_settings(
+        {"REDIS_URL": cluster.url, "REDIS_CLUSTER": "true", "KEY_PREFIX": "clu3"}, env_file=None
+    )
+    assert check("producer", settings).startswith("producer ok")
+    with pytest.raises(Unhealthy, match="no heartbeat"):
+        check_worker(settings, 3.0, host="nowhere")
+    with pytest.raises(SettingsError, match="braces"):
+        load_settings({"KEY_PREFIX": "a{b}"}, env_file=None)
