@@ -57,33 +57,35 @@ def _closed_under_us(exc: Exception) -> bool:
     return isinstance(exc, AttributeError | TypeError) and "'NoneType'" in str(exc)
 
 
+class _Seeds(dict[str, ClusterNode]):
+    """The nodes a cluster client (re)reads the layout from; they are never dropped.
+
+    redis-py 5.3 drops a node from its seeds on a connection error to it, and the failures of
+    the busy connections it closes itself (see `_Cluster`) drop healthy nodes too, until no
+    seed is left and the client can never connect again ("Redis Cluster cannot be connected").
+    Removal while another task walks the seeds also breaks that walk. So removals are ignored:
+    a node that is down costs one refused connection per layout read.
+    """
+
+    def pop(self, key: str, default: Any = None) -> Any:
+        return self.get(key, default)
+
+
 class _Cluster(RedisCluster):
     """RedisCluster that survives a node going away and coming back.
 
-    redis-py 5.3 answers a connection error on one node by dropping that node from the nodes
-    it seeds from, and by closing every connection of the client to read the cluster layout
-    again (`RedisCluster._execute_command`), including the connections other tasks are using
-    at that moment. Those fail on the closed socket with AttributeError or TypeError
-    ("'NoneType' object ..."): they are lost connections, raised here as ConnectionError for
-    the callers' retry loops. And they drop healthy nodes from the seeds too, until none is
-    left and the client can never connect again ("Redis Cluster cannot be connected"): every
-    node it has known is put back among the seeds before each command.
+    redis-py 5.3 answers a connection error on one node by closing every connection of the
+    client to read the cluster layout again (`RedisCluster._execute_command`), including the
+    connections other tasks are using at that moment. Those fail on the closed socket with
+    AttributeError or TypeError ("'NoneType' object ..."): they are lost connections, raised
+    here as ConnectionError for the callers' retry loops. Its seeds are kept (`_Seeds`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._known = {n.name: (n.host, n.port) for n in self.nodes_manager.startup_nodes.values()}
-
-    def _reseed(self) -> None:
-        manager = self.nodes_manager
-        for node in manager.nodes_cache.values():
-            self._known.setdefault(node.name, (node.host, node.port))
-        for name, (host, port) in self._known.items():
-            if name not in manager.startup_nodes:
-                manager.startup_nodes[name] = ClusterNode(host, port, **manager.connection_kwargs)
+        self.nodes_manager.startup_nodes = _Seeds(self.nodes_manager.startup_nodes)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        self._reseed()
         try:
             return await super().execute_command(*args, **kwargs)
         except (AttributeError, TypeError) as exc:
@@ -99,7 +101,6 @@ class _Cluster(RedisCluster):
 
 class _ClusterPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
-        cast(_Cluster, self._client)._reseed()
         try:
             return await super().execute(raise_on_error, allow_redirections)
         except (AttributeError, TypeError) as exc:

@@ -45,15 +45,28 @@ def cluster() -> Iterator[RedisCluster]:
     nodes.stop()
 
 
-def one_source_per_node(cluster: RedisCluster) -> dict[int, str]:
+def one_source_per_node(cluster: RedisCluster, keys: Keys) -> dict[int, str]:
     """Port -> a source name whose keys live on that node."""
     chosen: dict[int, str] = {}
     for i in range(200):
         name = f"cam{i}"
-        chosen.setdefault(cluster.port_of(KEYS.frames(name)), name)
+        chosen.setdefault(cluster.port_of(keys.frames(name)), name)
         if len(chosen) == len(cluster.ports):
             return chosen
     raise AssertionError("no source name for every node")
+
+
+def globals_on_seed(cluster: RedisCluster) -> tuple[Keys, str]:
+    """A key prefix whose source registry, and a worker id whose heartbeat, live on the seed
+    node (REDIS_URL). Another node then holds only its sources' keys: while it is down the
+    other shards go on (what a node holding global keys stops is in docs/operations.md)."""
+    seed = cluster.ports[0]
+    prefix = next(f"e2e{i}" for i in range(500) if cluster.port_of(f"e2e{i}:sources") == seed)
+    keys = Keys(prefix)
+    worker = next(
+        f"w{i}" for i in range(500) if cluster.port_of(keys.worker_status(f"w{i}")) == seed
+    )
+    return keys, worker
 
 
 def test_every_key_and_channel_of_a_source_shares_one_slot() -> None:
@@ -107,15 +120,16 @@ async def feeding(env: dict[str, str], names: list[str]) -> AsyncIterator[aiored
 
 @pytest.mark.slow
 async def test_a_source_per_shard_and_a_node_restarted_mid_stream(cluster: RedisCluster) -> None:
-    by_port = one_source_per_node(cluster)
-    # The restarted node is not the seed in REDIS_URL (clients reseed from it).
+    keys, worker_id = globals_on_seed(cluster)
+    by_port = one_source_per_node(cluster, keys)
     victim_port = next(p for p in by_port if p != cluster.ports[0])
     victim = by_port[victim_port]
     api_port, metrics_port = free_port(), free_port()
     env = {
         "REDIS_URL": cluster.url,
         "REDIS_CLUSTER": "true",
-        "KEY_PREFIX": PREFIX,
+        "KEY_PREFIX": keys.prefix,
+        "WORKER_ID": worker_id,
         "SERVER_PORT": str(api_port),
         "WORKER_METRICS_PORT": str(metrics_port),
         "INFERENCE_INTERVAL": "0.3",
@@ -135,7 +149,7 @@ async def test_a_source_per_shard_and_a_node_restarted_mid_stream(cluster: Redis
             for name, first in zip(readers, firsts, strict=True):
                 assert first.data["source"] == name and first.data["text"]
             history_of = {
-                name: [i.decode() for i, _ in await client.xrange(KEYS.history(name))]
+                name: [i.decode() for i, _ in await client.xrange(keys.history(name))]
                 for name in readers
             }
             assert all(history_of.values()), "commentary reached every history stream"
@@ -164,12 +178,18 @@ async def test_a_source_per_shard_and_a_node_restarted_mid_stream(cluster: Redis
                 )
             assert tail.stop() in (0, -signal.SIGTERM, -signal.SIGINT)
 
-            # 2. The victim's node goes down mid-stream; the processes notice.
+            # 2. The victim's node goes down mid-stream; the processes notice, and the
+            # sources on the other shards are still commented meanwhile.
             api, worker = procs[0], procs[1]
             api_seen, worker_seen = len(api.log()), len(worker.log())
             cluster.stop_node(victim_port)
             await until(lambda: "Error 111" in worker.log()[worker_seen:], 20)
             await until(lambda: "subscription lost" in api.log()[api_seen:], 20)
+            others = [name for port, name in by_port.items() if port != victim_port]
+            for name in others:
+                readers[name].events = type(readers[name].events)()
+            during = await asyncio.gather(*(_next_finished(readers[n], 30) for n in others))
+            assert [e.data["source"] for e in during] == others
 
             # 3. It comes back empty: every source is commented again, the victim included
             # (its feeder registered it again, the worker took its lease again).
@@ -179,11 +199,11 @@ async def test_a_source_per_shard_and_a_node_restarted_mid_stream(cluster: Redis
                 reader.events = type(reader.events)()  # only what comes from now on
             agains = await asyncio.gather(*(_next_finished(r, 60) for r in readers.values()))
             for name, again in zip(readers, agains, strict=True):
-                kept = [i.decode() for i, _ in await client.xrange(KEYS.history(name))]
+                kept = [i.decode() for i, _ in await client.xrange(keys.history(name))]
                 assert again.data["history_id"] in kept
                 # Lost with the node (no persistence): the victim's older history only.
                 assert (history_of[name][0] in kept) is (name != victim), name
-            assert victim in [m.decode() for m in await client.smembers(KEYS.sources)]
+            assert victim in [m.decode() for m in await client.smembers(keys.sources)]
 
         # 4. The worker's metrics (sharded subscriptions that follow the registry) counted
         # finished cycles on every shard.

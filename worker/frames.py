@@ -137,12 +137,24 @@ class StreamFrames:
 
     async def _read_each(self, streams: dict[Any, Any]) -> list[Any]:
         """On a cluster one XREAD covers one slot: read each source's stream on its own
-        (together, not blocking), and wait a little when none had anything new."""
+        (together, not blocking), and wait a little when none had anything new. A shard that
+        is down holds back only its own sources (raised when every read failed)."""
         replies = await asyncio.gather(
-            *(self._redis.xread({k: v}, count=READ_COUNT) for k, v in streams.items())
+            *(self._redis.xread({k: v}, count=READ_COUNT) for k, v in streams.items()),
+            return_exceptions=True,
         )
-        found = [entry for reply in replies for entry in reply or []]
-        if not found:
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        for error in failed:
+            if not isinstance(error, REDIS_ERRORS):
+                raise error
+        if failed and len(failed) == len(replies):
+            raise failed[0]
+        if failed:
+            log.warning("reading frames failed on %d shard(s): %s", len(failed), failed[0])
+        found = [entry for reply in replies if isinstance(reply, list) for entry in reply]
+        if failed:
+            await asyncio.sleep(READ_BLOCK_MS / 1000)  # retry the shard that is down gently
+        elif not found:
             await asyncio.sleep(CLUSTER_POLL_S)
         return found
 
