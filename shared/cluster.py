@@ -1,6 +1,6 @@
 """What differs when REDIS_CLUSTER is set: the cluster client, sharded pub/sub, and what is refused.
 
-Every key and channel of one source carries the source as a hash tag (`Keys.per_source`), so
+Every key and channel of one source carries the source as a hash tag (`Keys._per_source`), so
 a source lives on one shard: its multi-key commands, scripts and pub/sub stay on one node.
 The global keys (source registry, desired sources, worker heartbeats) are single-key
 commands, so they work from any node. Three things differ from one Redis:
@@ -10,8 +10,8 @@ commands, so they work from any node. Three things differ from one Redis:
   plain pipeline there: the commands run in order, not atomically.
 - Pub/sub: classic PUBLISH goes to every node of a cluster. Lookout uses sharded pub/sub
   (SPUBLISH/SSUBSCRIBE, Redis 7) there: a message goes only to the shard of its channel.
-  Sharded pub/sub has no pattern subscription; pattern subscribers follow the registry
-  instead (shared/source_subscriptions.py).
+  Sharded pub/sub has no pattern subscription; pattern subscribers subscribe per source
+  instead, following the registry or the sources a worker holds (source_subscriptions.py).
 - arq: its job queues use MULTI/EXEC over keys of several slots (queue, job, result keys)
   and a standalone client. Asks and supervised sources are refused (`ClusterUnsupported`);
   producers started with `--source/--url` and the API ingest socket feed sources instead.

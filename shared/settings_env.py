@@ -133,7 +133,7 @@ def _check_consistency(s: Settings) -> None:
         raise SettingsError(
             f"MAX_RECONNECT_DELAY={s.max_reconnect_delay} must be at least RECONNECT_DELAY={s.reconnect_delay}"
         )
-    # Braces would become the Redis Cluster hash tag of every key (see Keys.per_source).
+    # Braces would become the Redis Cluster hash tag of every key (see Keys._per_source).
     if not s.key_prefix or any(c in s.key_prefix for c in " *?[]{}"):
         raise SettingsError(
             f"KEY_PREFIX={s.key_prefix!r}: must be non-empty, no spaces, glob characters or braces"
