@@ -6,7 +6,8 @@ redis-py's asyncio pub/sub does not reliably reconnect by itself (redis-py #2089
 resubscribes and tells its owner through `on_reconnect`, so viewers can be told and can
 resume from the history stream (pub/sub is at-most-once).
 
-With REDIS_CLUSTER set, clients are cluster clients and pub/sub is sharded (shared/cluster.py).
+With REDIS_CLUSTER set, clients are cluster clients and pub/sub is sharded (shared/cluster.py);
+a `redis+sentinel://` REDIS_URL gives clients of the master Sentinel names (shared/sentinel.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from shared.messages import (
     decode_or_log,
     encode_message,
 )
+from shared.sentinel import is_sentinel_url, sentinel_client, sync_sentinel_client
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,18 @@ def connect_redis(url: str, *, decode: bool = False, cluster: bool = False) -> a
     options = {"decode_responses": decode, "health_check_interval": 10, **redis_timeouts()}
     if cluster:
         return cluster_client(url, **options)
+    if is_sentinel_url(url):
+        return sentinel_client(url, **options)
     client: aioredis.Redis = aioredis.Redis.from_url(url, **options)
     return client
+
+
+def connect_pool(url: str) -> aioredis.ConnectionPool:
+    """A connection pool with Lookout's timeouts, for arq (which takes a pool, not a client).
+    After closing it, `shared.sentinel.close_sentinels` closes what a Sentinel pool asked."""
+    if is_sentinel_url(url):
+        return sentinel_client(url, **redis_timeouts()).connection_pool
+    return aioredis.ConnectionPool.from_url(url, **redis_timeouts())
 
 
 def connect_redis_sync(url: str, *, timeout: float, cluster: bool = False) -> redis.Redis:
@@ -79,6 +91,8 @@ def connect_redis_sync(url: str, *, timeout: float, cluster: bool = False) -> re
     options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if cluster:
         return sync_cluster_client(url, **options)
+    if is_sentinel_url(url):
+        return sync_sentinel_client(url, **options)
     client: redis.Redis = redis.Redis.from_url(url, **options)
     return client
 

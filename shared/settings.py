@@ -57,7 +57,10 @@ class Settings:
 
     # --- Redis bus ---
     redis_url: str = _var(
-        "redis://127.0.0.1:6379/0", "Redis server every process talks through", "redis"
+        "redis://127.0.0.1:6379/0",
+        "Redis server every process talks through (redis://, rediss://, unix://, or "
+        "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE for the master Sentinel names)",
+        "redis",
     )
     key_prefix: str = _var(
         "lookout",

@@ -149,5 +149,16 @@ def _check_consistency(s: Settings) -> None:
         raise SettingsError(
             f"SOURCE_SCHEMES={s.source_schemes!r}: expected some of {', '.join(SOURCE_SCHEMES)}"
         )
-    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        raise SettingsError(
+            f"REDIS_URL={s.redis_url!r}: expected redis://, rediss://, unix:// or redis+sentinel://"
+        )
+    if s.redis_url.startswith("redis+sentinel://"):
+        from shared.sentinel import parse_sentinel_url
+
+        try:
+            parse_sentinel_url(s.redis_url)
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_URL: {exc}") from None
+        if s.redis_cluster:
+            raise SettingsError("REDIS_CLUSTER=true takes a redis:// node URL, not Sentinel's")

@@ -19,14 +19,14 @@ from dataclasses import replace
 from typing import Any
 
 from arq.worker import Worker, func
-from redis.asyncio import ConnectionPool
 
 from shared.arqpool import arq_client, arq_worker
 from shared.asks import ASK_FUNCTION, KEEP_RESULT_S
 from shared.backoff import Backoff
-from shared.bus import REDIS_ERRORS, redis_timeouts
+from shared.bus import REDIS_ERRORS, connect_pool
 from shared.keys import Keys
 from shared.records import AskResult
+from shared.sentinel import close_sentinels
 from shared.settings import Settings
 from worker.cycle import Ask, CycleRunner
 from worker.engines.base import WindowFrame
@@ -97,7 +97,7 @@ async def run_ask_worker(
     backoff = Backoff(0.5, 5.0)
     while not stop.is_set():
         queue = Keys(settings.key_prefix).worker_queue
-        pool = arq_client(ConnectionPool.from_url(settings.redis_url, **redis_timeouts()), queue)
+        pool = arq_client(connect_pool(settings.redis_url), queue)
         worker = arq_worker(
             [func(_ask_job, name=ASK_FUNCTION, timeout=settings.ask_timeout + 30, max_tries=2)],
             queue=queue,
@@ -126,6 +126,7 @@ async def run_ask_worker(
             await _cancel(main, *worker.tasks.values())
             try:
                 await pool.aclose(close_connection_pool=True)
+                await close_sentinels(pool.connection_pool)
             except REDIS_ERRORS:
                 pass
 
