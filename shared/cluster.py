@@ -19,6 +19,8 @@ commands, so they work from any node. Three things differ from one Redis:
 
 from __future__ import annotations
 
+import asyncio
+from contextvars import ContextVar
 from typing import Any, cast
 
 import redis
@@ -53,6 +55,10 @@ class ClusterUnsupported(Exception):
         )
 
 
+# Set while a command of a `_Cluster` runs: an aclose() then comes from redis-py's error path.
+_IN_COMMAND: ContextVar[bool] = ContextVar("lookout_cluster_in_command", default=False)
+
+
 def _closed_under_us(exc: Exception) -> bool:
     return isinstance(exc, AttributeError | TypeError) and "'NoneType'" in str(exc)
 
@@ -72,26 +78,50 @@ class _Seeds(dict[str, ClusterNode]):
 
 
 class _Cluster(RedisCluster):
-    """RedisCluster that survives a node going away and coming back.
+    """RedisCluster whose shards fail on their own: one node down leaves the others usable.
 
-    redis-py 5.3 answers a connection error on one node by closing every connection of the
-    client to read the cluster layout again (`RedisCluster._execute_command`), including the
-    connections other tasks are using at that moment. Those fail on the closed socket with
-    AttributeError or TypeError ("'NoneType' object ..."): they are lost connections, raised
-    here as ConnectionError for the callers' retry loops. Its seeds are kept (`_Seeds`).
+    redis-py 5.3 answers a connection error on one node by `aclose()`: it closes every
+    connection of the client, including those other tasks are using on healthy nodes at that
+    moment, so their commands fail too (some with AttributeError on the closed socket). And it
+    re-reads the command table from the first master on every layout read, which fails for
+    good while that master is down. Here, an `aclose()` that redis-py makes from inside a
+    command only marks the layout for re-reading; the command table is read once; and what
+    still fails on a closed socket is raised as ConnectionError for the callers' retry loops.
+    A close by Lookout itself closes everything. Its seeds are kept (`_Seeds`).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.nodes_manager.startup_nodes = _Seeds(self.nodes_manager.startup_nodes)
 
+    async def initialize(self) -> RedisCluster:
+        if self._initialize:
+            if not self._lock:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._initialize:
+                    await self.nodes_manager.initialize()
+                    if not self.commands_parser.commands:
+                        await self.commands_parser.initialize(self.nodes_manager.default_node)
+                    self._initialize = False
+        return self
+
+    async def aclose(self) -> None:
+        if _IN_COMMAND.get():
+            self._initialize = True  # re-read the layout before the next command
+            return
+        await super().aclose()
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        token = _IN_COMMAND.set(True)
         try:
             return await super().execute_command(*args, **kwargs)
         except (AttributeError, TypeError) as exc:
             if not _closed_under_us(exc):
                 raise
             raise RedisConnectionError(f"connection closed under a command: {exc}") from exc
+        finally:
+            _IN_COMMAND.reset(token)
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
         super().pipeline(transaction, shard_hint)  # its checks
@@ -101,12 +131,15 @@ class _Cluster(RedisCluster):
 
 class _ClusterPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        token = _IN_COMMAND.set(True)
         try:
             return await super().execute(raise_on_error, allow_redirections)
         except (AttributeError, TypeError) as exc:
             if not _closed_under_us(exc):
                 raise
             raise RedisConnectionError(f"connection closed under a pipeline: {exc}") from exc
+        finally:
+            _IN_COMMAND.reset(token)
 
 
 def is_cluster(client: object) -> bool:

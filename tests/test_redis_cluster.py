@@ -216,6 +216,9 @@ async def test_a_source_per_shard_and_a_node_restarted_mid_stream(cluster: Redis
             print(f"===== {proc.name}\n{proc.log()[-6000:]}")
         raise
     finally:
+        if victim_port not in cluster.procs:  # failed while it was down: leave it as found
+            cluster.start_node(victim_port)
+            cluster.wait_ok()
         for reader in readers.values():
             reader.close()
         codes = [(proc.stop(), proc) for proc in reversed(procs)]
