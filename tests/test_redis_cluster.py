@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -98,7 +99,7 @@ async def _feed(publisher: FramePublisher, stop: asyncio.Event) -> None:
     while not stop.is_set():
         moving += 7
         with contextlib.suppress(*REDIS_ERRORS):
-            await publisher.publish_jpeg(scene(hash(publisher.source) % 5, moving))
+            await publisher.publish_jpeg(scene(sum(map(ord, publisher.source)) % 5, moving))
         await asyncio.sleep(0.2)
 
 
@@ -267,8 +268,6 @@ async def test_job_queues_are_refused_clearly(cluster: RedisCluster) -> None:
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "KEY_PREFIX")}
 
 
