@@ -21,12 +21,14 @@ from api.controllers.tokens import TokensController
 from api.deps import DEPENDENCIES
 from api.errors import (
     REDIS_FAILURES,
+    cluster_unsupported_handler,
     http_exception_handler,
     internal_error_handler,
     redis_error_handler,
 )
 from api.metrics import latency_middleware_factory
 from api.state import STATIC_DIR, AppState
+from shared.cluster import ClusterUnsupported
 from shared.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024  # JSON bodies are small; a bigger one is a mistake or an attack
@@ -87,6 +89,7 @@ def create_app(settings: Settings) -> Litestar:
         exception_handlers={
             HTTPException: http_exception_handler,
             **dict.fromkeys(REDIS_FAILURES, redis_error_handler),
+            ClusterUnsupported: cluster_unsupported_handler,
             Exception: internal_error_handler,
         },
         middleware=[latency_middleware_factory(state.metrics)],

@@ -20,10 +20,13 @@ from litestar.status_codes import (
     HTTP_422_UNPROCESSABLE_ENTITY,
     HTTP_429_TOO_MANY_REQUESTS,
     HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_501_NOT_IMPLEMENTED,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.cluster import CLUSTER_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +113,11 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
 
 
 # What a route answers 503 for (OSError is left to the 500 handler: it is not always Redis).
-REDIS_FAILURES: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+REDIS_FAILURES: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    *CLUSTER_ERRORS,
+)
 RETRY_AFTER_S = 2
 OUTAGE_QUIET_S = 30.0  # errors closer together than this are one outage: logged once
 
@@ -150,6 +157,13 @@ def redis_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Resp
         media_type=MediaType.JSON,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
+
+
+def cluster_unsupported_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """501: the route needs arq's job queue, which a Redis Cluster cannot run (the message
+    says so and what to use instead)."""
+    status = HTTP_501_NOT_IMPLEMENTED
+    return Response(_body(str(exc), status), status_code=status, media_type=MediaType.JSON)
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -64,13 +64,15 @@ class Viewer:
 class SourceRelay:
     """The one subscription of a source and the viewers it feeds."""
 
-    def __init__(self, source: str, redis_url: str, keys: Keys, metrics: ApiMetrics) -> None:
+    def __init__(
+        self, source: str, redis_url: str, keys: Keys, metrics: ApiMetrics, cluster: bool = False
+    ) -> None:
         self.source = source
         self.metrics = metrics
         self.viewers: set[Viewer] = set()
         self.task: asyncio.Task[None] | None = None
         self.subscription = Subscription(
-            redis_url, source_channels(keys, source), on_reconnect=self.reconnected
+            redis_url, source_channels(keys, source), on_reconnect=self.reconnected, cluster=cluster
         )
 
     def start(self) -> None:
@@ -104,8 +106,16 @@ class SourceRelay:
 class MessageHub:
     """Per-process registry of source relays, created on the first viewer, stopped on the last."""
 
-    def __init__(self, redis_url: str, keys: Keys, metrics: ApiMetrics, queue_size: int) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        keys: Keys,
+        metrics: ApiMetrics,
+        queue_size: int,
+        cluster: bool = False,  # REDIS_CLUSTER: sharded subscriptions
+    ) -> None:
         self._redis_url = redis_url
+        self._cluster = cluster
         self._keys = keys
         self._metrics = metrics
         self._queue_size = queue_size
@@ -119,7 +129,9 @@ class MessageHub:
     def _relay(self, source: str) -> SourceRelay:
         relay = self._relays.get(source)
         if relay is None:
-            relay = SourceRelay(source, self._redis_url, self._keys, self._metrics)
+            relay = SourceRelay(
+                source, self._redis_url, self._keys, self._metrics, cluster=self._cluster
+            )
             self._relays[source] = relay
             relay.start()
         return relay

@@ -37,10 +37,18 @@ class AppState:
         self.keyring = KeyRing(load_keys(settings))
         self.boundary = Boundary(settings)
         self.metrics = ApiMetrics()
-        self.redis: aioredis.Redis = connect_redis(settings.redis_url)
+        self.redis: aioredis.Redis = connect_redis(
+            settings.redis_url, cluster=settings.redis_cluster
+        )
         self.claims = Claims(self.redis, self.keys, int(settings.claim_ttl * 1000))
         self.registry = SourceRegistry(self.redis, self.keys, settings.default_instruction)
-        self.hub = MessageHub(settings.redis_url, self.keys, self.metrics, settings.viewer_queue)
+        self.hub = MessageHub(
+            settings.redis_url,
+            self.keys,
+            self.metrics,
+            settings.viewer_queue,
+            cluster=settings.redis_cluster,
+        )
         self.frames = FrameHub(self.redis, self.keys, self.metrics)
         self.page_html = (STATIC_DIR / "index.html").read_bytes()
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from shared.keys import Keys
 from shared.records import RecordError, WorkerBeat
@@ -84,9 +85,14 @@ def check_api(settings: Settings, timeout: float) -> str:
 
 
 def _redis(settings: Settings, timeout: float) -> redis.Redis:
-    client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-    )
+    from shared.bus import connect_redis_sync
+
+    try:
+        client = connect_redis_sync(
+            settings.redis_url, timeout=timeout, cluster=settings.redis_cluster
+        )
+    except RedisClusterException as exc:  # a cluster client connects at once
+        raise Unhealthy(f"Redis unreachable at {settings.redis_url}: {exc}") from None
     try:
         client.ping()
     except redis.RedisError as exc:

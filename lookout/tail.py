@@ -10,8 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.bus import Subscription
+    from shared.source_subscriptions import SourceSubscriptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,22 +66,35 @@ def format_message(channel: str, message: object) -> str:
 async def tail(settings: Settings, source: str, count: int) -> int:
     from shared.bus import Subscription
     from shared.keys import Keys, validate_source_name
+    from shared.source_subscriptions import SourceSubscriptions, registered_sources
 
     keys = Keys(settings.key_prefix)
+
+    def channels(name: str) -> list[str]:
+        return [
+            keys.text_channel(name),
+            keys.audio_channel(name),
+            keys.events_channel(name),
+            keys.control_channel(name),
+        ]
+
+    if source != "*":
+        validate_source_name(source)
+    print(f"tailing {source} on {settings.redis_url} (prefix {settings.key_prefix}); Ctrl-C stops")
+    if source == "*" and settings.redis_cluster:
+        # Sharded pub/sub has no patterns: follow every registered source on its shard.
+        async with registered_sources(settings.redis_url, keys) as names:
+            return await _print(SourceSubscriptions(settings.redis_url, channels, names), count)
     if source == "*":
         patterns = [keys.text_channel("*"), keys.audio_channel("*"), keys.events_channel("*")]
         patterns.append(keys.control_pattern)
-        subscription = Subscription(settings.redis_url, patterns=patterns)
-    else:
-        validate_source_name(source)
-        channels = [
-            keys.text_channel(source),
-            keys.audio_channel(source),
-            keys.events_channel(source),
-            keys.control_channel(source),
-        ]
-        subscription = Subscription(settings.redis_url, channels=channels)
-    print(f"tailing {source} on {settings.redis_url} (prefix {settings.key_prefix}); Ctrl-C stops")
+        return await _print(Subscription(settings.redis_url, patterns=patterns), count)
+    return await _print(
+        Subscription(settings.redis_url, channels(source), cluster=settings.redis_cluster), count
+    )
+
+
+async def _print(subscription: Subscription | SourceSubscriptions, count: int) -> int:
     seen = 0
     async for channel, message in subscription.messages():
         print(format_message(channel, message), flush=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -51,8 +52,10 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
     """True if a Redis server answers PING at `url`."""
     import redis
 
+    from shared.bus import connect_redis_sync
+
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = connect_redis_sync(url, timeout=timeout)
         return bool(client.ping())
     except (redis.exceptions.RedisError, OSError):
         return False
@@ -183,12 +186,12 @@ def start_stack(
 
 def where_to_look(base: str, redis_url: str, settings: Settings, source: str) -> str:
     """What `up` prints once everything answers: the page, Redis, and lines that work."""
-    history = Keys(settings.key_prefix).history(source)
+    history = Keys(settings.key_prefix).history(source)  # quoted: the braces of its hash tag
     return (
         f"\nlookout up: open {base}/ in a browser (Ctrl-C stops everything)\n"
         f"lookout up: Redis is {redis_url}, written to {REDIS_URL_FILE}: `lookout tail {source}`"
         " and the other lookout commands run from this folder use it unless REDIS_URL is set\n"
-        f"lookout up: past commentaries: redis-cli -u {redis_url} XRANGE {history} - +\n"
+        f"lookout up: past commentaries: redis-cli -u {redis_url} XRANGE {shlex.quote(history)} - +\n"
     )
 
 

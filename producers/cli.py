@@ -40,6 +40,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.source or args.url:
             print("lookout producer: --supervise takes no --source/--url", file=sys.stderr)
             return 2
+        if settings.redis_cluster:
+            from shared.cluster import ClusterUnsupported
+
+            print(f"lookout producer: {ClusterUnsupported('--supervise')}", file=sys.stderr)
+            return 2
         return asyncio.run(_supervise(settings))
     if not args.source or not args.url:
         print("lookout producer: give --source NAME and --url URL, or --supervise", file=sys.stderr)
@@ -61,7 +66,7 @@ async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> in
     from shared.bus import connect_redis
     from shared.source_urls import SourceOptions
 
-    redis = connect_redis(settings.redis_url)
+    redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
     stop = asyncio.Event()
     _stop_on_signals(stop)
     options = SourceOptions(loop=False) if once else None
@@ -83,8 +88,8 @@ async def _supervise(settings: Settings) -> int:
     from shared.bus import connect_redis
     from shared.source_control import arq_client
 
-    redis = connect_redis(settings.redis_url)
-    arq_redis = arq_client(redis, settings)
+    redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
+    arq_redis = arq_client(redis, settings)  # ClusterUnsupported on a cluster
     try:
         await Supervisor(arq_redis, settings).run()
     finally:

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from msgspec.structs import replace
 
 from shared.bus import REDIS_ERRORS, SourcePublisher
+from shared.cluster import transaction
 from shared.keys import Keys
 from shared.messages import SourceNotice
 from shared.records import ProducerStatus
@@ -86,7 +87,7 @@ class StatusWriter:
         self.status = replace(self.status, fps=self.fps(), updated_at=time.time())
         key = self._keys.producer_status(self.source)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with transaction(self._redis) as pipe:
                 pipe.hset(key, mapping=self.status.to_fields())
                 pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()

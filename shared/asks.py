@@ -16,6 +16,7 @@ from arq.connections import ArqRedis
 from arq.jobs import JobStatus
 
 from shared.arqpool import arq_client, job_handle
+from shared.cluster import refuse_in_cluster
 from shared.keys import Keys, validate_source_name
 from shared.records import AskResult, RecordError
 from shared.settings import Settings
@@ -47,7 +48,9 @@ class AskStatus(msgspec.Struct, frozen=True):
 
 
 def arq_redis(redis: aioredis.Redis, settings: Settings) -> ArqRedis:
-    """An arq client on `redis`'s connection pool (which must not decode responses)."""
+    """An arq client on `redis`'s connection pool (which must not decode responses).
+    ClusterUnsupported on a Redis Cluster."""
+    refuse_in_cluster(redis, "asking questions")
     return arq_client(redis.connection_pool, Keys(settings.key_prefix).worker_queue)
 
 
@@ -58,6 +61,7 @@ async def enqueue_ask(redis: aioredis.Redis, settings: Settings, source: str, qu
     at most their own number: the queue stays bounded. A bad source name raises
     SourceNameError, an empty or too long question (over INSTRUCTION_MAX_CHARS) ValueError.
     """
+    refuse_in_cluster(redis, "asking questions")
     validate_source_name(source)
     if not question.strip():
         raise ValueError("the question is empty")

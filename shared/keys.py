@@ -34,6 +34,12 @@ class Keys:
 
     prefix: str = "lookout"
 
+    def _per_source(self, source: str, what: str) -> str:
+        """`PREFIX:src:{SOURCE}:WHAT`: the braces are a Redis Cluster hash tag, so every key
+        and channel of one source hashes to one slot (one shard), and multi-key commands and
+        transactions on one source work in a cluster. Standalone Redis ignores them."""
+        return f"{self.prefix}:src:{{{source}}}:{what}"
+
     # --- Registry and state ---
     @property
     def sources(self) -> str:
@@ -42,15 +48,15 @@ class Keys:
 
     def source_state(self, source: str) -> str:
         """HASH per source: url, instruction, instruction_rev, created_at. No TTL."""
-        return f"{self.prefix}:src:{source}:state"
+        return self._per_source(source, "state")
 
     def producer_status(self, source: str) -> str:
         """HASH written by the producer capturing this source. TTL HEARTBEAT_TTL, renewed each beat."""
-        return f"{self.prefix}:src:{source}:producer"
+        return self._per_source(source, "producer")
 
     def producer_claim(self, source: str) -> str:
         """STRING: `supervisor-id job-id` capturing this source. TTL CLAIM_TTL, renewed by its owner."""
-        return f"{self.prefix}:src:{source}:claim"
+        return self._per_source(source, "claim")
 
     @property
     def producer_desired(self) -> str:
@@ -59,60 +65,62 @@ class Keys:
 
     def lease(self, source: str) -> str:
         """STRING: id of the worker commenting on this source. TTL LEASE_TTL, renewed by its owner."""
-        return f"{self.prefix}:src:{source}:lease"
+        return self._per_source(source, "lease")
 
     def removed(self, source: str) -> str:
         """STRING, TTL REMOVED_TTL_S: the source was deleted through the API. Frame publishers
         (producers, ingest sockets) check it when they (re-)register and stop feeding."""
-        return f"{self.prefix}:src:{source}:removed"
+        return self._per_source(source, "removed")
 
     def open_cycle(self, source: str) -> str:
         """HASH: the commentary cycle running on the source (a `CommentaryRecord`, status
         `open`, text so far). Deleted when the cycle ends; TTL 24 h. One a dead worker left
         is closed as `lost` by the next cycle on the source (worker/open_cycles.py)."""
-        return f"{self.prefix}:src:{source}:cycle"
+        return self._per_source(source, "cycle")
 
     def worker_stats(self, source: str) -> str:
         """HASH of per-source cycle statistics kept by the worker holding the lease. No TTL."""
-        return f"{self.prefix}:src:{source}:stats"
+        return self._per_source(source, "stats")
 
     # --- Streams ---
     def frames(self, source: str) -> str:
         """STREAM of JPEG frames (fields: seq, ts, w, h, jpeg). Trimmed to ~FRAMES_MAXLEN."""
-        return f"{self.prefix}:src:{source}:frames"
+        return self._per_source(source, "frames")
 
     def history(self, source: str) -> str:
         """STREAM of finished and interrupted commentaries. Trimmed to ~HISTORY_MAXLEN."""
-        return f"{self.prefix}:src:{source}:history"
+        return self._per_source(source, "history")
 
     # --- Pub/sub channels (payloads: msgpack maps from shared.messages) ---
     def text_channel(self, source: str) -> str:
         """Text chunks as they are generated (TextChunk)."""
-        return f"{self.prefix}:src:{source}:text"
+        return self._per_source(source, "text")
 
     def audio_channel(self, source: str) -> str:
         """48 kHz mono s16le PCM chunks (AudioChunk)."""
-        return f"{self.prefix}:src:{source}:audio"
+        return self._per_source(source, "audio")
 
     def events_channel(self, source: str) -> str:
         """Cycle events (CycleEvent) and source notices (SourceNotice)."""
-        return f"{self.prefix}:src:{source}:events"
+        return self._per_source(source, "events")
 
     def control_channel(self, source: str) -> str:
         """Commands to the worker for this source (InstructionChanged)."""
-        return f"{self.prefix}:src:{source}:control"
+        return self._per_source(source, "control")
 
     @property
     def control_pattern(self) -> str:
-        """Pattern matching every source's control channel (workers PSUBSCRIBE to it)."""
+        """Pattern matching every source's control channel (workers PSUBSCRIBE to it; `*`
+        matches the braces of the hash tag too)."""
         return f"{self.prefix}:src:*:control"
 
     def source_from_channel(self, channel: str) -> str:
         """The source name inside a per-source channel or key name."""
-        head = f"{self.prefix}:src:"
-        if not channel.startswith(head):
+        head = f"{self.prefix}:src:{{"
+        tagged = channel[len(head) :].rsplit(":", 1)[0] if channel.startswith(head) else ""
+        if not tagged.endswith("}"):
             raise ValueError(f"{channel!r} is not a per-source name under {self.prefix!r}")
-        return channel[len(head) :].rsplit(":", 1)[0]
+        return tagged[:-1]
 
     # --- Processes ---
     def worker_status(self, worker_id: str) -> str:

@@ -57,7 +57,10 @@ class Settings:
 
     # --- Redis bus ---
     redis_url: str = _var(
-        "redis://127.0.0.1:6379/0", "Redis server every process talks through", "redis"
+        "redis://127.0.0.1:6379/0",
+        "Redis server every process talks through (redis://, rediss://, unix://, or "
+        "redis+sentinel://HOST:PORT[,HOST:PORT]/SERVICE for the master Sentinel names)",
+        "redis",
     )
     key_prefix: str = _var(
         "lookout",
@@ -80,6 +83,12 @@ class Settings:
     )
     heartbeat_ttl: float = _var(
         10.0, "Seconds a process status key lives without a heartbeat", "redis", lo=2, hi=300
+    )
+    redis_cluster: bool = _var(
+        False,
+        "REDIS_URL is a node of a Redis Cluster: connect with the cluster client and use "
+        "sharded pub/sub (no job queues: asks and supervised sources are refused)",
+        "redis",
     )
 
     # --- HTTP server ---

@@ -133,9 +133,10 @@ def _check_consistency(s: Settings) -> None:
         raise SettingsError(
             f"MAX_RECONNECT_DELAY={s.max_reconnect_delay} must be at least RECONNECT_DELAY={s.reconnect_delay}"
         )
-    if not s.key_prefix or any(c in s.key_prefix for c in " *?[]"):
+    # Braces would become the Redis Cluster hash tag of every key (see Keys._per_source).
+    if not s.key_prefix or any(c in s.key_prefix for c in " *?[]{}"):
         raise SettingsError(
-            f"KEY_PREFIX={s.key_prefix!r}: must be non-empty, no spaces or glob characters"
+            f"KEY_PREFIX={s.key_prefix!r}: must be non-empty, no spaces, glob characters or braces"
         )
     if s.media_token_ttl > s.media_token_max_ttl:
         raise SettingsError(
@@ -148,5 +149,16 @@ def _check_consistency(s: Settings) -> None:
         raise SettingsError(
             f"SOURCE_SCHEMES={s.source_schemes!r}: expected some of {', '.join(SOURCE_SCHEMES)}"
         )
-    if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")
+    if not s.redis_url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        raise SettingsError(
+            f"REDIS_URL={s.redis_url!r}: expected redis://, rediss://, unix:// or redis+sentinel://"
+        )
+    if s.redis_url.startswith("redis+sentinel://"):
+        from shared.sentinel import parse_sentinel_url
+
+        try:
+            parse_sentinel_url(s.redis_url)
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_URL: {exc}") from None
+        if s.redis_cluster:
+            raise SettingsError("REDIS_CLUSTER=true takes a redis:// node URL, not Sentinel's")

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from arq.connections import ArqRedis
 
 from shared.arqpool import arq_client as shared_arq_client
+from shared.cluster import refuse_in_cluster
 from shared.keys import Keys, validate_source_name
 from shared.producer_status import read_producer_status
 from shared.settings import Settings
@@ -66,7 +67,9 @@ def new_job_id(name: str) -> str:
 
 
 def arq_client(redis: aioredis.Redis, settings: Settings) -> ArqRedis:
-    """An arq client (msgpack) sharing `redis`'s connection pool, which must not decode responses."""
+    """An arq client (msgpack) sharing `redis`'s connection pool, which must not decode responses.
+    ClusterUnsupported on a Redis Cluster."""
+    refuse_in_cluster(redis, "capturing sources through supervisors")
     return shared_arq_client(redis.connection_pool, Keys(settings.key_prefix).producer_queue)
 
 
@@ -89,8 +92,9 @@ async def start_source(
     Raises SourceNameError (bad name), SourceUrlError (bad or unsupported URL),
     SourcePolicyError (a URL the source policy refuses, checked lexically: nothing is looked up
     here), SourceExists (already wanted, failed and not yet removed, or captured by a standalone
-    producer).
+    producer), ClusterUnsupported on a Redis Cluster (before anything is written).
     """
+    refuse_in_cluster(redis, "capturing sources through supervisors")
     validate_source_name(name)
     parse_source_url(url)
     check_source_url(url, SourcePolicy.from_settings(settings))

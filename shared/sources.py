@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
+from shared.cluster import transaction
 from shared.keys import Keys, validate_source_name
 from shared.messages import InstructionChanged, SourceNotice
 
@@ -46,7 +47,7 @@ class SourceRegistry:
         """Add `name` if new (keeping an existing instruction); True if it was new."""
         validate_source_name(name)
         key = self._keys.source_state(name)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with transaction(self._redis) as pipe:
             pipe.sadd(self._keys.sources, name)
             pipe.hsetnx(key, "instruction", self._default_instruction)
             pipe.hsetnx(key, "instruction_rev", "0")
@@ -62,7 +63,7 @@ class SourceRegistry:
 
     async def remove(self, name: str) -> bool:
         """Forget `name` and its state, frames and lease; keep its history. True if it existed."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with transaction(self._redis) as pipe:
             pipe.srem(self._keys.sources, name)
             pipe.delete(
                 self._keys.source_state(name), self._keys.frames(name), self._keys.lease(name)
@@ -98,7 +99,7 @@ class SourceRegistry:
     async def set_instruction(self, name: str, instruction: str) -> int:
         """Store a new instruction, bump its revision, tell the worker; returns the revision."""
         key = self._keys.source_state(name)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with transaction(self._redis) as pipe:
             pipe.hset(key, "instruction", instruction)
             pipe.hincrby(key, "instruction_rev", 1)
             _, rev = await pipe.execute()

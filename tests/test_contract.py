@@ -169,7 +169,7 @@ def test_worker_beat_keeps_engine_fields_flat_and_reads_them_back_as_extra() -> 
 
 def test_key_names_share_the_prefix_and_source_names_are_validated() -> None:
     keys = Keys("lk")
-    assert keys.frames("cam-1") == "lk:src:cam-1:frames"
+    assert keys.frames("cam-1") == "lk:src:{cam-1}:frames"
     assert keys.source_from_channel(keys.text_channel("cam-1")) == "cam-1"
     assert validate_source_name("Cam_2") == "Cam_2"
     for bad in ["", "-x", "a b", "a:b", "x" * 64, "../etc"]:

@@ -103,7 +103,7 @@ def test_commentary_video_and_instruction_reach_http_clients(
     prefix = env["KEY_PREFIX"]
     port = env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
     out = subprocess.run(
-        ["redis-cli", "-p", port, "XRANGE", f"{prefix}:src:cam:history", "-", "+"],
+        ["redis-cli", "-p", port, "XRANGE", f"{prefix}:src:{{cam}}:history", "-", "+"],
         capture_output=True,
         text=True,
         check=True,

@@ -19,14 +19,14 @@ from dataclasses import replace
 from typing import Any
 
 from arq.worker import Worker, func
-from redis.asyncio import ConnectionPool
 
 from shared.arqpool import arq_client, arq_worker
 from shared.asks import ASK_FUNCTION, KEEP_RESULT_S
 from shared.backoff import Backoff
-from shared.bus import REDIS_ERRORS, redis_timeouts
+from shared.bus import REDIS_ERRORS, connect_pool
 from shared.keys import Keys
 from shared.records import AskResult
+from shared.sentinel import close_sentinels
 from shared.settings import Settings
 from worker.cycle import Ask, CycleRunner
 from worker.engines.base import WindowFrame
@@ -88,11 +88,16 @@ async def _ask_job(ctx: dict[str, Any], source: str, question: str) -> dict[str,
 async def run_ask_worker(
     settings: Settings, handler: AskHandler, stop: asyncio.Event, grace: float = 5.0
 ) -> None:
-    """Run arq's worker for the ask queue until `stop`, restarting it after Redis outages."""
+    """Run arq's worker for the ask queue until `stop`, restarting it after Redis outages.
+    On a Redis Cluster (no arq there) it only waits for `stop`: questions are refused."""
+    if settings.redis_cluster:
+        log.warning("REDIS_CLUSTER is set: arq cannot run on a cluster, so no questions (asks)")
+        await stop.wait()
+        return
     backoff = Backoff(0.5, 5.0)
     while not stop.is_set():
         queue = Keys(settings.key_prefix).worker_queue
-        pool = arq_client(ConnectionPool.from_url(settings.redis_url, **redis_timeouts()), queue)
+        pool = arq_client(connect_pool(settings.redis_url), queue)
         worker = arq_worker(
             [func(_ask_job, name=ASK_FUNCTION, timeout=settings.ask_timeout + 30, max_tries=2)],
             queue=queue,
@@ -121,6 +126,7 @@ async def run_ask_worker(
             await _cancel(main, *worker.tasks.values())
             try:
                 await pool.aclose(close_connection_pool=True)
+                await close_sentinels(pool.connection_pool)
             except REDIS_ERRORS:
                 pass
 

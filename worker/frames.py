@@ -11,11 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
+from shared.cluster import is_cluster
 from shared.keys import Keys
 from shared.records import FrameRecord, RecordError
 from shared.settings import Settings
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 
 READ_BLOCK_MS = 500  # also how soon a newly leased source joins the XREAD
 READ_COUNT = 100
+CLUSTER_POLL_S = 0.05  # on a cluster streams are polled (no XREAD BLOCK across slots)
 
 
 def _id(entry_id: bytes | str) -> str:
@@ -122,12 +125,38 @@ class StreamFrames:
         streams: dict[bytes | str | memoryview, int | bytes | str | memoryview] = {
             self._keys.frames(s): self._positions[s] for s in held
         }
-        reply = await self._redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        if is_cluster(self._redis):
+            reply = await self._read_each(streams)
+        else:
+            reply = await self._redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
         for stream, entries in reply or []:
             name = stream.decode() if isinstance(stream, bytes) else str(stream)
             source = self._keys.source_from_channel(name)
             if entries:
                 self._feed(source, _id(entries[-1][0]), parse_entries(source, entries))
+
+    async def _read_each(self, streams: dict[Any, Any]) -> list[Any]:
+        """On a cluster one XREAD covers one slot: read each source's stream on its own
+        (together, not blocking), and wait a little when none had anything new. A shard that
+        is down holds back only its own sources (raised when every read failed)."""
+        replies = await asyncio.gather(
+            *(self._redis.xread({k: v}, count=READ_COUNT) for k, v in streams.items()),
+            return_exceptions=True,
+        )
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        for error in failed:
+            if not isinstance(error, REDIS_ERRORS):
+                raise error
+        if failed and len(failed) == len(replies):
+            raise failed[0]
+        if failed:
+            log.warning("reading frames failed on %d shard(s): %s", len(failed), failed[0])
+        found = [entry for reply in replies if isinstance(reply, list) for entry in reply]
+        if failed:
+            await asyncio.sleep(READ_BLOCK_MS / 1000)  # retry the shard that is down gently
+        elif not found:
+            await asyncio.sleep(CLUSTER_POLL_S)
+        return found
 
     async def _prime(self, source: str) -> None:
         # Frames older than STALL_TIMEOUT are history, not a scene to comment on now.

@@ -16,6 +16,7 @@ import logging
 import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
+from shared.cluster import server_run_id
 from shared.keys import Keys
 from shared.messages import InstructionChanged
 from shared.sources import SourceState
@@ -40,26 +41,27 @@ class InstructionKeeper:
         self._redis = redis
         self._keys = keys
         self._seen: dict[str, tuple[str, int]] = {}
-        self._redis_run: str | None = None  # Redis's run_id when the instructions were seen
+        # Per source: the run_id of the Redis server holding its state (on a cluster, its
+        # shard) when its instruction was seen.
+        self._runs: dict[str, str] = {}
 
     async def seen(self, slot: SourceSlot) -> None:
         """Remember the slot's instruction if it is the newest seen for its source."""
         if slot.rev > self._seen.get(slot.name, ("", 0))[1]:
             self._seen[slot.name] = (slot.instruction, slot.rev)
-            self._redis_run = await self._run_id()
+            self._runs[slot.name] = await self._run_id(slot.name)
 
-    async def _run_id(self) -> str:
-        info = await self._redis.info("server")
-        return str(info.get("run_id", ""))
+    async def _run_id(self, source: str) -> str:
+        return await server_run_id(self._redis, self._keys.source_state(source))
 
     async def gone(self, source: str) -> None:
         """`source` has no state. Removed (same Redis server run): forget its instruction, so
         a new source of that name starts from its own. A restarted Redis (new run id): keep
         it, to restore once the producer registers the source again."""
-        current = await self._run_id()
-        if self._redis_run is None or current == self._redis_run:
+        current = await self._run_id(source)
+        if self._runs.get(source) in (None, current):
             self._seen.pop(source, None)
-        self._redis_run = self._redis_run or current
+        self._runs.setdefault(source, current)
 
     async def restored(self, slot: SourceSlot, state: SourceState) -> bool:
         """True when `state` is older than what this worker saw (it is then written back and
@@ -70,7 +72,7 @@ class InstructionKeeper:
             return False
         key = self._keys.source_state(slot.name)
         wrote = await self._redis.eval(_RESTORE, 1, key, instruction, str(rev))  # type: ignore[misc]
-        self._redis_run = await self._run_id()
+        self._runs[slot.name] = await self._run_id(slot.name)
         if wrote:
             log.warning("%s: Redis lost instruction rev %d; restored it", slot.name, rev)
             await SourcePublisher(self._redis, self._keys, slot.name).control(

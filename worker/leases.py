@@ -18,6 +18,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from shared.cluster import is_cluster
 from shared.keys import Keys
 from shared.records import RecordError, WorkerBeat
 
@@ -42,6 +43,7 @@ class Leases:
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, worker_id: str, ttl: float) -> None:
         self._redis = redis
+        self.on_cluster = is_cluster(redis)
         self._keys = keys
         self.worker_id = worker_id
         self.ttl = ttl

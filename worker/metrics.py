@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from shared.bus import Subscription
 from shared.keys import Keys
 from shared.messages import (
+    AnyMessage,
     CycleEvent,
     CycleFailed,
     CycleFinished,
@@ -25,6 +27,7 @@ from shared.messages import (
     CycleSkipped,
 )
 from shared.settings import Settings
+from shared.source_subscriptions import SourceSubscriptions, registered_sources
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,7 @@ class MetricsFeed:
         self.server, _ = start_http_server(
             settings.worker_metrics_port, settings.server_host, registry=self.metrics.registry
         )
+        self.settings = settings
         self.subscription = Subscription(
             settings.redis_url,
             patterns=[self.keys.events_channel("*")],
@@ -116,7 +120,22 @@ class MetricsFeed:
 
     async def run(self) -> None:
         """Count this worker's cycle events until cancelled."""
-        async for channel, message in self.subscription.messages():
+        if self.settings.redis_cluster:  # no pattern in sharded pub/sub: follow the registry
+            self.subscription.connected.set()  # nothing to confirm: sources join as found
+            async with registered_sources(self.settings.redis_url, self.keys) as names:
+                await self._count(
+                    SourceSubscriptions(
+                        self.settings.redis_url,
+                        lambda source: [self.keys.events_channel(source)],
+                        names,
+                        on_reconnect=self._reconnected,
+                    ).messages()
+                )
+        else:
+            await self._count(self.subscription.messages())
+
+    async def _count(self, messages: AsyncIterator[tuple[str, AnyMessage]]) -> None:
+        async for channel, message in messages:
             if isinstance(message, CycleEvent) and message.worker == self.worker_id:
                 self.metrics.observe(self.keys.source_from_channel(channel), message)
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 
 from shared.bus import SourcePublisher
+from shared.cluster import transaction
 from shared.keys import Keys
 from shared.messages import CycleInterrupted
 from shared.records import CommentaryRecord, RecordError
@@ -38,7 +39,7 @@ class OpenCycles:
     async def begin(self, source: str, record: CommentaryRecord) -> None:
         """Record `record` (status `open`) as the cycle now running on `source`."""
         key = self._keys.open_cycle(source)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with transaction(self._redis) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping=replace(record, status="open").to_fields())
             pipe.expire(key, OPEN_CYCLE_TTL_S)

@@ -20,6 +20,7 @@ from shared.bus import REDIS_ERRORS, Subscription, connect_redis
 from shared.keys import Keys
 from shared.messages import InstructionChanged
 from shared.settings import Settings
+from shared.source_subscriptions import SourceSubscriptions
 from shared.sources import SourceRegistry
 from worker import status
 from worker.asks import AskHandler, run_ask_worker
@@ -50,7 +51,7 @@ class CommentaryWorker:
         self.settings = settings
         self.worker_id = worker_id
         self.keys = Keys(settings.key_prefix)
-        self.redis = connect_redis(settings.redis_url)
+        self.redis = connect_redis(settings.redis_url, cluster=settings.redis_cluster)
         self.scheduler = Scheduler(settings)
         self.runner = EngineRunner(engine)
         self.cycles = CycleRunner(self.redis, self.keys, settings, self.runner, worker_id)
@@ -115,12 +116,22 @@ class CommentaryWorker:
             elif state is None and slot.cancel is not None:
                 slot.cancel.set()
 
+    async def _held(self) -> list[str]:
+        return list(self.scheduler.slots)
+
     async def _control_loop(self) -> None:
-        sub = Subscription(
+        sub: Subscription | SourceSubscriptions = Subscription(
             self.settings.redis_url,
             patterns=[self.keys.control_pattern],
             on_reconnect=self._resync_instructions,
         )
+        if self.settings.redis_cluster:  # no pattern in sharded pub/sub: the held sources'
+            sub = SourceSubscriptions(
+                self.settings.redis_url,
+                lambda source: [self.keys.control_channel(source)],
+                self._held,
+                on_reconnect=self._resync_instructions,
+            )
         async for channel, message in sub.messages():
             if isinstance(message, InstructionChanged):
                 self.on_instruction(channel, message)

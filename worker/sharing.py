@@ -63,12 +63,7 @@ class LeaseKeeper:
 
     async def round(self) -> None:
         """One renew / take / hand-back pass."""
-        for source in self.held:
-            sent = time.monotonic()
-            if await self._leases.renew(source):
-                self._renewed[source] = sent
-            else:
-                self._forget(source, "lease taken or expired")
+        await self._renew_held()
         names = await self._holder.registry.names()
         for source in set(self.held) - set(names):
             await self.drop(source, "source removed")
@@ -84,6 +79,28 @@ class LeaseKeeper:
             if await self._leases.acquire(source):
                 self._renewed[source] = sent
                 self._holder.gain(source)
+
+    async def _renew_held(self) -> None:
+        if not self._leases.on_cluster:
+            for source in self.held:
+                await self._renew(source)
+            return
+        # On a cluster the leases live on the shards of their sources: one shard down must not
+        # keep the leases on the others from being renewed (together: one timeout at most).
+        held = self.held
+        results = await asyncio.gather(*(self._renew(s) for s in held), return_exceptions=True)
+        for source, result in zip(held, results, strict=True):
+            if isinstance(result, REDIS_ERRORS):
+                log.warning("lease of %s not renewed: %s", source, result)
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def _renew(self, source: str) -> None:
+        sent = time.monotonic()
+        if await self._leases.renew(source):
+            self._renewed[source] = sent
+        else:
+            self._forget(source, "lease taken or expired")
 
     async def _hand_back_one(self) -> None:
         serving = self._holder.serving.name if self._holder.serving else None

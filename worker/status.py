@@ -22,6 +22,7 @@ from typing import Literal
 
 import redis.asyncio as aioredis
 
+from shared.cluster import transaction
 from shared.keys import Keys
 from shared.records import SourceStats, WorkerBeat
 from worker.engines.base import EngineInfo
@@ -61,7 +62,7 @@ async def beat(
         extra=dict(info.extra),
     )
     fields = record.to_fields()
-    async with redis.pipeline(transaction=True) as pipe:
+    async with transaction(redis) as pipe:
         pipe.delete(key)  # drop fields of sources no longer held
         pipe.hset(key, mapping=fields)
         pipe.pexpire(key, int(ttl * 1000))
@@ -82,7 +83,7 @@ async def count(
 ) -> None:
     """Add one to `stat` of `source`; with a latency, update last and mean latency too."""
     key = keys.worker_stats(source)
-    async with redis.pipeline(transaction=True) as pipe:
+    async with transaction(redis) as pipe:
         pipe.hincrby(key, stat, 1)
         pipe.hset(key, "worker", worker_id)
         if stat in ("cycles", "interrupted"):
