@@ -68,7 +68,7 @@
     const resp = await call(path, { method, body: payload });
     if (!resp.ok) {
       let text = resp.statusText;
-      try { text = (await resp.json()).detail || text; } catch { /* not JSON */ }
+      try { text = (await resp.json()).error || text; } catch { /* not JSON */ }
       $("rule-error").textContent = text;
       return false;
     }
