@@ -107,7 +107,9 @@ class MqttBridge:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client: paho.Client, _u: object, _f: object, code: object, _p: object) -> None:
+    def _on_connect(
+        self, client: paho.Client, _u: object, _f: object, code: object, _p: object
+    ) -> None:
         if getattr(code, "is_failure", False):
             log.warning("MQTT broker refused the connection: %s", code)
             return
@@ -141,7 +143,9 @@ class MqttBridge:
             return set(self.retained)
 
     # --- what Lookout publishes ---
-    def source_state(self, source: str, rules: list[Rule], active: dict[str, bool], online: bool) -> set[str]:
+    def source_state(
+        self, source: str, rules: list[Rule], active: dict[str, bool], online: bool
+    ) -> set[str]:
         """Availability, rule states and discovery configs of one source; the topics it owns."""
         t = self.topics
         owned = {t.source(source, "availability")}

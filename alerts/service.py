@@ -63,7 +63,9 @@ class Delivery:
         self.sender = WebhookSender(settings, self.queue)
         self.mqtt: MqttBridge | None = None
         if settings.mqtt_url:
-            topics = Topics(settings.mqtt_prefix.strip("/"), settings.mqtt_discovery_prefix.strip("/"))
+            topics = Topics(
+                settings.mqtt_prefix.strip("/"), settings.mqtt_discovery_prefix.strip("/")
+            )
             broker = parse_mqtt_url(settings.mqtt_url)
             self.mqtt = MqttBridge(broker, topics, f"lookout-alerts-{delivery_id}")
         self.started_at = time.time()

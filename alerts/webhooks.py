@@ -124,7 +124,9 @@ class WebhookSender:
             await self.queue.dead(job)
             return
         except (httpx.HTTPError, OSError) as exc:
-            self._failed(job, now, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            self._failed(
+                job, now, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            )
             if now - job.created_at >= self.settings.webhook_retry_for:
                 self.dead += 1
                 log.error("webhook %s to %s dead-lettered after %d tries: %s",
@@ -153,11 +155,15 @@ class WebhookSender:
         except SourcePolicyError as exc:
             raise PermanentFailure(str(exc)) from None
         response = await self._client.post(
-            job.url, content=job.body.encode(), headers=headers(self.settings.webhook_secret, job, now)
+            job.url,
+            content=job.body.encode(),
+            headers=headers(self.settings.webhook_secret, job, now),
         )
         status = response.status_code
         if 200 <= status < 300:
             return
         if status in RETRY_STATUSES or status >= 500:
-            raise httpx.HTTPStatusError(f"HTTP {status}", request=response.request, response=response)
+            raise httpx.HTTPStatusError(
+                f"HTTP {status}", request=response.request, response=response
+            )
         raise PermanentFailure(f"HTTP {status}")

@@ -115,8 +115,18 @@ class RuleService(Service):
         found = await source_alerts(self.redis, self.keys, source, limit)
         items = [
             AlertOut(
-                entry_id, a.alert_id, a.state, a.rule_id, a.rule, a.condition, a.ts, a.cycle,
-                a.history_id, a.frame_seqs, a.text, a.snapshot,
+                entry_id,
+                a.alert_id,
+                a.state,
+                a.rule_id,
+                a.rule,
+                a.condition,
+                a.ts,
+                a.cycle,
+                a.history_id,
+                a.frame_seqs,
+                a.text,
+                a.snapshot,
             )  # fmt: skip
             for entry_id, a in found
         ]

@@ -45,7 +45,9 @@ CONDITIONS = [
 ]
 
 
-async def one_run(redis_url: str, rules: int, cycles: int, run: int) -> tuple[list[float], list[float]]:
+async def one_run(
+    redis_url: str, rules: int, cycles: int, run: int
+) -> tuple[list[float], list[float]]:
     env = {
         "REDIS_URL": redis_url,
         "KEY_PREFIX": f"bench{rules}r{run}",
@@ -57,7 +59,9 @@ async def one_run(redis_url: str, rules: int, cycles: int, run: int) -> tuple[li
     redis = connect_redis(redis_url)
     store = RuleStore(redis, keys)
     for n in range(rules):
-        await store.put("cam", Rule(id=f"r{n}", name=f"rule {n}", condition=CONDITIONS[n], cooldown_s=0))
+        await store.put(
+            "cam", Rule(id=f"r{n}", name=f"rule {n}", condition=CONDITIONS[n], cooldown_s=0)
+        )
     publisher = FramePublisher(redis, settings, "cam")
     latencies: list[float] = []
     starts: list[float] = []
@@ -139,7 +143,9 @@ def in_process(windows: int) -> None:
     print("\n| in-process, one window | median ms | ratio to the commentary |")
     print("| --- | --- | --- |")
     for name, values in times.items():
-        print(f"| {name} | {statistics.median(values):.2f} | {statistics.median(values) / base:.3f} |")
+        print(
+            f"| {name} | {statistics.median(values):.2f} | {statistics.median(values) / base:.3f} |"
+        )
 
 
 def main() -> int:

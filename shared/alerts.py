@@ -73,7 +73,9 @@ async def record_alert(
     """Store the snapshot, append to the alerts stream, publish; returns the stream id."""
     async with redis.pipeline(transaction=True) as pipe:
         if jpeg:
-            pipe.set(keys.alert_snapshot(event.source, event.alert_id), jpeg, px=int(snapshot_ttl * 1000))
+            pipe.set(
+                keys.alert_snapshot(event.source, event.alert_id), jpeg, px=int(snapshot_ttl * 1000)
+            )
         pipe.xadd(keys.alerts, to_fields(event), maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
         pipe.publish(keys.events_channel(event.source), encode_message(event))
         results = await pipe.execute()

@@ -110,7 +110,9 @@ async def delivery_overview(redis: aioredis.Redis, keys: Keys) -> DeliveryStatus
     dead = [job for job in map(decode_job, dead_raw.values()) if job is not None]
     dead.sort(key=lambda job: job.last_try, reverse=True)
     letters = [
-        DeadLetter(j.id, j.alert_id, j.source, short_url(j.url), j.attempts, j.last_error, j.last_try)
+        DeadLetter(
+            j.id, j.alert_id, j.source, short_url(j.url), j.attempts, j.last_error, j.last_try
+        )
         for j in dead[:DEAD_SHOWN]
     ]
     queued = int(await redis.zcard(keys.webhook_due))

@@ -64,7 +64,9 @@ def _count(word: str) -> int:
 
 
 _N = r"(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|ten)"
-_PEOPLE = r"(?:people|persons?|humans?|pedestrians?|men|women|man|woman|somebody|someone|anyone|anybody)"
+_PEOPLE = (
+    r"(?:people|persons?|humans?|pedestrians?|men|women|man|woman|somebody|someone|anyone|anybody)"
+)
 _MOVING = r"(?:motion|movement|something is moving|anything is moving|something moving|anything moving|something moves|moving|moves)"
 _Build = Callable[[re.Match[str]], Condition]
 # Checked in order: the first pattern found decides the topic; the rest must be filler.

@@ -98,7 +98,9 @@ class RuleStore:
     async def put(self, source: str, rule: Rule) -> None:
         if not rule.created_at:
             rule = msgspec.structs.replace(rule, created_at=time.time())
-        await self._redis.hset(self._keys.rules(source), rule.id, msgspec.json.encode(rule).decode())  # type: ignore[misc]
+        await self._redis.hset(
+            self._keys.rules(source), rule.id, msgspec.json.encode(rule).decode()
+        )  # type: ignore[misc]
 
     async def delete(self, source: str, rule_id: str) -> bool:
         async with self._redis.pipeline(transaction=True) as pipe:

@@ -354,7 +354,11 @@ class Settings:
 
     # --- Watch rules and alerts ---
     alerts_maxlen: int = _var(
-        10_000, "Approximate MAXLEN of the alerts stream (all sources)", "alerts", lo=10, hi=1_000_000
+        10_000,
+        "Approximate MAXLEN of the alerts stream (all sources)",
+        "alerts",
+        lo=10,
+        hi=1_000_000,
     )
     alert_snapshot_ttl: float = _var(
         604_800.0, "How long an alert's snapshot JPEG is kept (s)", "alerts", lo=60, hi=31_536_000
@@ -395,9 +399,7 @@ class Settings:
         lo=1,
         hi=256,
     )
-    webhook_allow_private: bool = _var(
-        True, "Webhooks may go to private (LAN) addresses", "alerts"
-    )
+    webhook_allow_private: bool = _var(True, "Webhooks may go to private (LAN) addresses", "alerts")
     webhook_allow_loopback: bool = _var(
         False, "Webhooks may go to this host's loopback (where Redis and the API listen)", "alerts"
     )

@@ -42,7 +42,9 @@ class Mosquitto:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="lookout-mosquitto-")
         conf = Path(self.dir) / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        )
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -126,7 +128,9 @@ class Receiver:
                     owner.hold.wait(30)
                 status = owner.answer
                 owner.deliveries.append(
-                    Delivery(self.path, {k.lower(): v for k, v in self.headers.items()}, body, status)
+                    Delivery(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body, status
+                    )
                 )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")

@@ -294,7 +294,7 @@ async def check_page(stack: Stack, alert: AlertEvent) -> None:
                 timeout=15_000,
             )
             assert "token=" in (await image.get_attribute("src") or "")  # never the key
-            rules = page.locator('#rules-list li[data-rule]')
+            rules = page.locator("#rules-list li[data-rule]")
             assert "last fired" in await rules.first.inner_text()
         finally:
             await browser.close()

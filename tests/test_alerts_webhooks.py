@@ -56,7 +56,9 @@ async def fire(
     redis: aioredis.Redis, keys: Keys, source: str, url: str, n: int = 1, rule_id: str = ""
 ) -> AlertEvent:
     """A rule with webhook `url` on `source`, and one alert of it in the alerts stream."""
-    rule = Rule(id=rule_id or f"r{n}", name=f"rule {n}", condition="a person is visible", webhook=url)
+    rule = Rule(
+        id=rule_id or f"r{n}", name=f"rule {n}", condition="a person is visible", webhook=url
+    )
     await RuleStore(redis, keys).put(source, rule)
     event = AlertEvent(
         source=source,
@@ -136,7 +138,10 @@ async def test_refused_and_never_answered_webhooks_are_dead_lettered_and_shown(
             letters = {d.alert_id: d for d in status.dead_letters}
             assert letters[refused.alert_id].attempts == 1  # a 4xx is not retried
             assert letters[refused.alert_id].last_error == "HTTP 400"
-            assert letters[lost.alert_id].attempts >= 2 and "Connect" in letters[lost.alert_id].last_error
+            assert (
+                letters[lost.alert_id].attempts >= 2
+                and "Connect" in letters[lost.alert_id].last_error
+            )
             assert status.webhooks_queued == 0 and [p.delivery for p in status.processes] == ["d1"]
             assert len(refusing.deliveries) == 1
             assert verify(SECRET, refusing.deliveries[0].headers, refusing.deliveries[0].body)
@@ -159,7 +164,9 @@ async def test_refused_addresses_and_a_missing_secret_send_nothing(
                 return (await delivery_overview(redis_client, keys)).webhooks_dead == 3
 
             await until(dead)
-            errors = sorted(d.last_error for d in (await delivery_overview(redis_client, keys)).dead_letters)
+            errors = sorted(
+                d.last_error for d in (await delivery_overview(redis_client, keys)).dead_letters
+            )
             assert any("(loopback)" in e for e in errors) and any("(metadata)" in e for e in errors)
         async with delivering(settings_for(test_env, WEBHOOK_SECRET="")):
             await fire(redis_client, keys, "cam", receiver.url(), 4)
@@ -202,3 +209,21 @@ async def test_queued_webhooks_and_unread_alerts_survive_a_restart(
         assert await redis_client.zcard(keys.webhook_due) == 0
     finally:
         receiver.stop()
+
+
+def test_the_verification_snippet_in_the_docs_accepts_a_signature_and_nothing_else() -> None:
+    from alerts.webhooks import signature
+    from tests.helpers import REPO
+
+    text = (REPO / "docs" / "alerts.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict[str, Any] = {}
+    exec(snippet, scope)  # the docs' code, as a receiver would paste it
+    body, stamp = b'{"alert_id": "a1"}', str(int(time.time()))
+    signed = {"x-lookout-timestamp": stamp, "x-lookout-signature": signature(SECRET, stamp, body)}
+    assert scope["verify"](SECRET, signed, body)
+    assert not scope["verify"](SECRET, signed, body + b" ")
+    assert not scope["verify"]("other", signed, body)
+    old = str(int(time.time()) - 3600)
+    stale = {"x-lookout-timestamp": old, "x-lookout-signature": signature(SECRET, old, body)}
+    assert not scope["verify"](SECRET, stale, body)

@@ -78,7 +78,10 @@ async def test_the_cpu_engine_refuses_what_it_cannot_see_until_a_model_worker_se
     pot = {"name": "Pot", "condition": "the pot boils over"}
     refused = await http.post(rules_of(), json=pot)
     assert refused.status_code == 422
-    assert "'the pot boils over'" in refused.json()["error"] and "a face is visible" in refused.json()["error"]
+    assert (
+        "'the pot boils over'" in refused.json()["error"]
+        and "a face is visible" in refused.json()["error"]
+    )
     # A live worker with a model engine and none with the CPU engine: any yes/no question.
     keys = server[1]
     beat = WorkerBeat(worker="gpu1", engine="minicpmo", beat_ts=1.0)

@@ -152,7 +152,20 @@ def test_debounce_fires_after_n_yes_and_clears_after_m_no() -> None:
     r, s = rule(fire_after=2, clear_after=3, cooldown_s=0), RuleState()
     answers = [True, False, True, True, True, False, False, True, False, False, False, False]
     changes = [step(r, s, a, float(t)) for t, a in enumerate(answers)]
-    assert changes == [None, None, None, "fired", None, None, None, None, None, None, "cleared", None]
+    assert changes == [
+        None,
+        None,
+        None,
+        "fired",
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        "cleared",
+        None,
+    ]
     assert s.last_fired == 3.0 and s.last_cleared == 10.0 and not s.active
 
 

@@ -91,4 +91,6 @@ class RulesController(Controller):
         if not ALERT_ID_RE.fullmatch(alert_id):
             raise FieldError("alert_id", "expected letters, digits, '.', '_' or '-'")
         jpeg = await rules.snapshot(name, alert_id)
-        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+        return Response(
+            jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
+        )
