@@ -72,7 +72,12 @@ class RulesController(Controller):
         """Remove a rule and its state (its alerts stay in the alerts stream)."""
         await rules.delete(name, _rule_id(rule_id))
 
-    @get(routes.ALERTS, name="rules:alerts", operation_id="listAlerts", responses=errors(401, 404))
+    @get(
+        routes.ALERTS,
+        name="rules:alerts",
+        operation_id="listAlerts",
+        responses=errors(401, 404, 422),
+    )
     async def alerts(self, name: str, rules: RuleService, limit: Limit = 50) -> AlertsOut:
         """The source's newest alerts (fired and cleared), newest first."""
         return await rules.alerts(name, limit)
