@@ -221,6 +221,25 @@ async def test_a_person_walking_in_and_out_fires_and_clears_once_everywhere(stac
         assert [p["delivery"] for p in status["processes"]] == ["d1"]
         assert status["processes"][0]["mqtt"] == "connected" and status["webhooks_dead"] == 0
     await check_page(stack, first)
+    await check_availability(stack)
+
+
+async def check_availability(stack: Stack) -> None:
+    """Home Assistant's entities go unavailable with the worker, and with the bridge."""
+    worker, alerts = stack.processes[1], stack.processes[2]
+    availability = f"lk/{SOURCE}/availability"
+    worker.stop()
+
+    async def offline() -> bool:
+        return stack.mqtt.payloads(availability)[-1] == b"offline"
+
+    await until(offline, stack, 15, "the source's availability going offline with its worker")
+    alerts.stop()
+
+    async def bridge_down() -> bool:
+        return stack.mqtt.payloads("lk/bridge")[-1] == b"offline"
+
+    await until(bridge_down, stack, 15, "the bridge going offline with `lookout alerts`")
 
 
 async def check_webhooks(stack: Stack, alerts: list[AlertEvent], fired_at: float) -> None:
