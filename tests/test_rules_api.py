@@ -177,3 +177,12 @@ async def test_alerts_are_listed_per_source_with_their_snapshot(
     assert (await http.get(snapshot_path("cam", "nosuch"))).status_code == 404
     assert (await http.get("/api/sources/cam/alerts/%20x/snapshot.jpg")).status_code == 422
     assert (await http.get("/api/sources/cam/alerts?limit=0")).status_code == 422
+
+
+async def test_removing_the_source_removes_its_rules(
+    http: httpx.AsyncClient, redis_client: aioredis.Redis, server: tuple[ApiServer, Keys]
+) -> None:
+    assert (await http.post(rules_of(), json=PERSON)).status_code == 201
+    assert (await http.delete("/api/sources/cam")).status_code == 204
+    assert not await redis_client.exists(server[1].rules("cam"), server[1].rule_states("cam"))
+    assert (await http.get(rules_of())).status_code == 404
