@@ -118,9 +118,12 @@ class Delivery:
                     await self._handle(entry_id, fields)
                 backoff.reset()
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self._create_group()  # new stream, or Redis lost it in a restart
+                # NOGROUP: a new stream, or Redis lost it in a restart; UNBLOCKED: the stream
+                # was deleted under a blocked read. Either way the group is made again.
+                log.warning("alerts stream: %s; (re)creating the consumer group", exc)
+                await self._create_group()
+                start = "0"
+                await asyncio.sleep(backoff.next())  # a key of another type must not spin
             except REDIS_ERRORS as exc:
                 delay = backoff.next()
                 log.warning("alerts stream unreachable (%s); retrying in %.1fs", exc, delay)
