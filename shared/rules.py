@@ -28,7 +28,7 @@ CONDITION_MAX = 200
 AlertState = Literal["fired", "cleared"]
 
 
-class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Rule(msgspec.Struct, frozen=True, kw_only=True):
     """A watch rule: when `condition` holds for `fire_after` windows in a row it fires; when it
     does not hold for `clear_after` windows it clears; it fires again only `cooldown_s` after it
     last fired. Alerts go to `webhook` (a URL, optional) and to MQTT when `mqtt` is on."""
