@@ -132,6 +132,13 @@ class MqttBridge:
             self.retained[topic] = data
         self.client.publish(topic, data, qos=1, retain=True)
 
+    def retain_once(self, topic: str, payload: str) -> None:
+        """Publish a retained payload only if nothing was sent there since connecting."""
+        with self._lock:
+            if topic in self.retained:
+                return
+        self.retain(topic, payload)
+
     def forget(self, topic: str) -> None:
         """Clear a retained topic (an empty payload removes a discovery config)."""
         with self._lock:
@@ -152,7 +159,12 @@ class MqttBridge:
         self.retain(t.source(source, "availability"), "online" if online else "offline")
         for rule in rules:
             state = t.rule(source, rule.id, "state")
-            self.retain(state, "ON" if active.get(rule.id) and not rule.muted else "OFF")
+            # Alerts move the state (in stream order); this only sets it after a (re)connect
+            # or a mute, so a sync that read Redis just before an alert cannot undo it.
+            if rule.muted:
+                self.retain(state, "OFF")
+            else:
+                self.retain_once(state, "ON" if active.get(rule.id) else "OFF")
             owned.add(state)
         if t.discovery:
             for topic, config in self._configs(source, rules).items():

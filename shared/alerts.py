@@ -69,9 +69,13 @@ async def record_alert(
     *,
     maxlen: int,
     snapshot_ttl: float,
+    rule_state: str = "",
 ) -> str:
-    """Store the snapshot, append to the alerts stream, publish; returns the stream id."""
+    """Store the snapshot (and the rule's new state, JSON), append to the alerts stream and
+    publish, in one transaction; returns the stream id."""
     async with redis.pipeline(transaction=True) as pipe:
+        if rule_state:  # never an alert without its state, or a state without its alert
+            pipe.hset(keys.rule_states(event.source), event.rule_id, rule_state)
         if jpeg:
             pipe.set(
                 keys.alert_snapshot(event.source, event.alert_id), jpeg, px=int(snapshot_ttl * 1000)

@@ -160,7 +160,7 @@ async def test_a_person_walking_in_and_out_fires_and_clears_once_everywhere(stac
             resp = await client.get(f"/api/sources/{SOURCE}/rules")
             return resp.status_code == 200 and resp.json()["engines"] == ["cpu"]
 
-        await until(cpu_worker_up, stack, 30, "the CPU worker's heartbeat")
+        await until(cpu_worker_up, stack, 60, "the CPU worker's heartbeat")
         refused = await client.post(
             f"/api/sources/{SOURCE}/rules",
             json={"name": "Door", "condition": "a person is at the door"},

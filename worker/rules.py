@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+import msgspec
 import redis.asyncio as aioredis
 
 from shared.alerts import alert_id, record_alert, snapshot_path
@@ -95,20 +96,22 @@ class RuleWatch:
         for rule, verdict in zip(rules, verdicts, strict=True):
             state = states.get(rule.id, RuleState())
             change = step(rule, state, verdict, now)
-            if change is not None:
-                alert = self._alert(source, rule, change, frames, cycle, history_id, text)
-                await record_alert(
-                    self._redis,
-                    self._keys,
-                    alert,
-                    frames[-1].jpeg,
-                    maxlen=self._settings.alerts_maxlen,
-                    snapshot_ttl=self._settings.alert_snapshot_ttl,
-                )
-                state.last_alert = alert.alert_id
-                alerts.append(alert)
-                log.info("%s: rule %r %s (%s)", source, rule.name, change, alert.alert_id)
-            await self._store.save_state(source, rule.id, state)
+            if change is None:
+                await self._store.save_state(source, rule.id, state)
+                continue
+            alert = self._alert(source, rule, change, frames, cycle, history_id, text)
+            state.last_alert = alert.alert_id
+            await record_alert(
+                self._redis,
+                self._keys,
+                alert,
+                frames[-1].jpeg,
+                maxlen=self._settings.alerts_maxlen,
+                snapshot_ttl=self._settings.alert_snapshot_ttl,
+                rule_state=msgspec.json.encode(state).decode(),
+            )
+            alerts.append(alert)
+            log.info("%s: rule %r %s (%s)", source, rule.name, change, alert.alert_id)
         return alerts
 
     def _alert(
