@@ -153,6 +153,8 @@ async def stack(
         recorder.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # five processes on a loaded machine; each wait has its own limit
 async def test_a_person_walking_in_and_out_fires_and_clears_once_everywhere(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.url, headers=AUTH, timeout=10) as client:
 
