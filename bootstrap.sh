@@ -26,6 +26,7 @@ want ffmpeg ffmpeg
 if [ "$mode" = test ]; then
   want redis-cli redis-tools
   want chromium chromium
+  want mosquitto mosquitto  # the MQTT alert tests run a real broker
   want gst-launch-1.0 gstreamer1.0-tools
   want caddy caddy  # the reverse-proxy test runs the real Caddyfile
   # The RTSP test server runs on the system interpreter with GStreamer's gi bindings.

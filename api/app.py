@@ -14,6 +14,7 @@ from api import routes
 from api.boundary import check_boundary
 from api.controllers.asks import AsksController
 from api.controllers.frames import WindowFramesController
+from api.controllers.rules import RulesController
 from api.controllers.sources import SourcesController
 from api.controllers.status import PublicController, StatusController
 from api.controllers.streams import StreamsController
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> Litestar:
             PublicController,
             TokensController,
             WindowFramesController,
+            RulesController,
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,

@@ -9,6 +9,7 @@ from litestar.di import Provide
 from api.history import HistoryService
 from api.jobs import JobService
 from api.overview import StatusService
+from api.rules import RuleService
 from api.services import SourceService
 from api.state import AppState
 
@@ -34,10 +35,15 @@ def provide_statuses(lookout: AppState) -> StatusService:
     return StatusService(lookout)
 
 
+def provide_rules(lookout: AppState) -> RuleService:
+    return RuleService(lookout)
+
+
 DEPENDENCIES = {
     "lookout": Provide(provide_lookout, sync_to_thread=False),
     "service": Provide(provide_service, sync_to_thread=False),
     "history": Provide(provide_history, sync_to_thread=False),
     "jobs": Provide(provide_jobs, sync_to_thread=False),
     "statuses": Provide(provide_statuses, sync_to_thread=False),
+    "rules": Provide(provide_rules, sync_to_thread=False),
 }

@@ -7,6 +7,7 @@ from msgspec.structs import replace
 from api.schemas import SourceStatus, StatusOut
 from api.services import Service
 from shared import source_control as control
+from shared.delivery import delivery_overview
 from shared.producer_status import read_producer_status
 from shared.records import ProducerStatus, RecordError, SourceStats, WorkerBeat, as_text
 
@@ -20,7 +21,8 @@ class StatusService(Service):
         desired = {e.name: e for e in await control.list_desired(self.redis, self.settings)}
         names = sorted(set(await self.state.registry.names()) | set(desired))
         sources = [await self._source_status(n, workers, desired.get(n)) for n in names]
-        return StatusOut(sources, workers, self.state.viewers())
+        alerts = await delivery_overview(self.redis, self.keys)
+        return StatusOut(sources, workers, self.state.viewers(), alerts=alerts)
 
     async def _workers(self) -> dict[str, WorkerBeat]:
         workers: dict[str, WorkerBeat] = {}

@@ -22,6 +22,10 @@ METRICS = "/metrics"
 PAGE = "/"
 STATIC = "/static"
 SCHEMA = "/schema"
+RULES = "/api/sources/{name:str}/rules"
+RULE = "/api/sources/{name:str}/rules/{rule_id:str}"
+ALERTS = "/api/sources/{name:str}/alerts"
+ALERT_SNAPSHOT = "/api/sources/{name:str}/alerts/{alert_id:str}/snapshot.jpg"
 
 
 def job_link(job_id: str) -> str:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
+from shared.delivery import DeliveryStatus
 from shared.records import ProducerStatus, SourceStats, WorkerBeat
 
 SourceName = Annotated[
@@ -140,6 +141,7 @@ class StatusOut(msgspec.Struct):
     sources: list[SourceStatus]
     workers: dict[str, WorkerBeat]
     viewers: int
+    alerts: DeliveryStatus | None = None  # alert delivery: processes, webhook queue, dead letters
 
 
 class ConfigOut(msgspec.Struct):

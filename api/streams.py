@@ -17,13 +17,21 @@ import msgspec
 from api.history import history_item
 from api.state import AppState
 from shared.bus import REDIS_ERRORS
-from shared.messages import PCM_RATE, AudioChunk, CycleEnded, CycleEvent, SourceNotice, TextChunk
+from shared.messages import (
+    PCM_RATE,
+    AlertEvent,
+    AudioChunk,
+    CycleEnded,
+    CycleEvent,
+    SourceNotice,
+    TextChunk,
+)
 
 log = logging.getLogger(__name__)
 
 RESUME_MAX = 200  # most commentaries sent to a resuming client
 MJPEG_BOUNDARY = "lookoutframe"
-SSE_KINDS: tuple[type, ...] = (TextChunk, CycleEvent, SourceNotice)
+SSE_KINDS: tuple[type, ...] = (TextChunk, CycleEvent, SourceNotice, AlertEvent)
 
 _json = msgspec.json.Encoder()
 
@@ -115,6 +123,8 @@ class EventStream:
             return sse("cycle", message)
         if isinstance(message, SourceNotice):
             return sse("notice", message)
+        if isinstance(message, AlertEvent):  # a watch rule fired or cleared
+            return sse("alert", message)
         return None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

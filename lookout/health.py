@@ -28,11 +28,11 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from shared.keys import Keys
-from shared.records import RecordError, WorkerBeat
+from shared.records import RecordError, WorkerBeat, decode_hash
 from shared.settings import Settings, SettingsError
 from shared.settings_env import load_settings
 
-ROLES = ("api", "worker", "producer", "auto")
+ROLES = ("api", "worker", "producer", "alerts", "auto")
 TIMEOUT_S = 3.0
 
 
@@ -59,7 +59,7 @@ def role_from_cmdline(argv: Sequence[str]) -> str:
         if arg == "--env-file":
             next(rest, None)
         elif not arg.startswith("-"):
-            return arg if arg in ("api", "worker") else "producer"
+            return arg if arg in ("api", "worker", "alerts") else "producer"
     return "producer"
 
 
@@ -133,6 +133,22 @@ def check_worker(settings: Settings, timeout: float, host: str | None = None) ->
         client.close()
 
 
+def check_alerts(settings: Settings, timeout: float, host: str | None = None) -> str:
+    """`lookout alerts` beats in `Keys.delivery_status`: one from this host is healthy."""
+    client = _redis(settings, timeout)
+    keys = Keys(settings.key_prefix)
+    host = host or socket.gethostname()
+    try:
+        for key in client.scan_iter(match=keys.delivery_pattern, count=100):
+            if decode_hash(client.hgetall(key)).get("host") == host:  # type: ignore[arg-type]
+                return f"alerts ok: heartbeat {key.decode()}"
+        raise Unhealthy(f"alerts unhealthy: no delivery heartbeat from host {host}")
+    except redis.RedisError as exc:
+        raise Unhealthy(f"Redis error at {settings.redis_url}: {exc}") from None
+    finally:
+        client.close()
+
+
 def check(role: str, settings: Settings, timeout: float = TIMEOUT_S) -> str:
     """Run the check of `role`; return a one-line report, or raise Unhealthy."""
     if role == "auto":
@@ -141,6 +157,8 @@ def check(role: str, settings: Settings, timeout: float = TIMEOUT_S) -> str:
         return check_api(settings, timeout)
     if role == "worker":
         return check_worker(settings, timeout)
+    if role == "alerts":
+        return check_alerts(settings, timeout)
     return check_producer(settings, timeout)
 
 

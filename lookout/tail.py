@@ -34,7 +34,14 @@ CYCLE_LABELS = {"frame_seqs": "frames"}
 
 def format_message(channel: str, message: object) -> str:
     """One readable line for a decoded message (PCM shown as its length and duration)."""
-    from shared.messages import AudioChunk, CycleEvent, InstructionChanged, SourceNotice, TextChunk
+    from shared.messages import (
+        AlertEvent,
+        AudioChunk,
+        CycleEvent,
+        InstructionChanged,
+        SourceNotice,
+        TextChunk,
+    )
 
     clock = time.strftime("%H:%M:%S")
     if isinstance(message, TextChunk):
@@ -60,6 +67,8 @@ def format_message(channel: str, message: object) -> str:
         return f"{clock} {message.source} instruction rev={message.rev}: {message.instruction}"
     if isinstance(message, SourceNotice):
         return f"{clock} {message.source} notice {message.what} {message.detail}".rstrip()
+    if isinstance(message, AlertEvent):
+        return f"{clock} {message.source} alert {message.state} rule={message.rule!r} id={message.alert_id}"
     return f"{clock} {channel}: {message!r}"
 
 

@@ -157,3 +157,49 @@ class Keys:
         every queue and not under the prefix: an abort is by job id, and Lookout's ids are
         unique (`capture:<source>:<random>`). Entries are removed by the worker that aborts."""
         return ABORT_JOBS_SS
+
+    # --- Watch rules and alerts (shared/rules.py, alerts/) ---
+    def rules(self, source: str) -> str:
+        """HASH rule id -> JSON `Rule` of this source's watch rules. No TTL."""
+        return self._per_source(source, "rules")
+
+    def rule_states(self, source: str) -> str:
+        """HASH rule id -> JSON `RuleState` (debounce runs, last fired), kept by the worker."""
+        return self._per_source(source, "rulestate")
+
+    def alert_snapshot(self, source: str, alert_id: str) -> str:
+        """STRING: the JPEG of the window an alert fired or cleared on. TTL ALERT_SNAPSHOT_TTL."""
+        return self._per_source(source, f"alertjpeg:{alert_id}")
+
+    @property
+    def alerts(self) -> str:
+        """STREAM of every source's alerts (`AlertRecord`). Trimmed to ~ALERTS_MAXLEN."""
+        return f"{self.prefix}:alerts"
+
+    @property
+    def webhook_due(self) -> str:
+        """ZSET webhook job id -> epoch seconds when it is next due (or its claim expires)."""
+        return f"{self.prefix}:alerts:webhooks:due"
+
+    @property
+    def webhook_jobs(self) -> str:
+        """HASH webhook job id -> JSON `WebhookJob` (the alert, URL, attempts, last error)."""
+        return f"{self.prefix}:alerts:webhooks:jobs"
+
+    @property
+    def webhook_dead(self) -> str:
+        """HASH webhook job id -> JSON `WebhookJob` that failed for WEBHOOK_RETRY_FOR s."""
+        return f"{self.prefix}:alerts:webhooks:dead"
+
+    def delivery_status(self, delivery_id: str) -> str:
+        """HASH heartbeat of one `lookout alerts` process. TTL HEARTBEAT_TTL."""
+        return f"{self.prefix}:alerts:delivery:{delivery_id}"
+
+    @property
+    def delivery_pattern(self) -> str:
+        return f"{self.prefix}:alerts:delivery:*"
+
+    @property
+    def events_pattern(self) -> str:
+        """Pattern matching every source's events channel (`lookout alerts` PSUBSCRIBEs)."""
+        return f"{self.prefix}:src:*:events"

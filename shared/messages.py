@@ -143,8 +143,24 @@ class SourceNotice(Message, tag="notice", frozen=True):
     detail: str = ""
 
 
+class AlertEvent(Message, tag="alert", frozen=True):
+    """A watch rule fired or cleared on a window (`ts` is when); also in `Keys.alerts`."""
+
+    alert_id: str  # `RULE-CYCLE`: the idempotency key of its deliveries
+    state: Literal["fired", "cleared"]
+    rule_id: str
+    rule: str  # the rule's name
+    condition: str
+    cycle: str = ""  # the commentary cycle of the window
+    history_id: str = ""  # its history record
+    frame_seqs: list[int] = msgspec.field(default_factory=list)
+    text: str = ""  # the window's commentary
+    snapshot: str = ""  # URL path of the window's newest JPEG (kept ALERT_SNAPSHOT_TTL)
+    worker: str = ""
+
+
 # msgspec tags one union by one field: cycle events by `event`, the others by `type`.
-_TypedMessage = TextChunk | AudioChunk | InstructionChanged | SourceNotice
+_TypedMessage = TextChunk | AudioChunk | InstructionChanged | SourceNotice | AlertEvent
 AnyMessage = _TypedMessage | CycleEvents
 
 _encoder = msgspec.msgpack.Encoder()

@@ -361,6 +361,70 @@ class Settings:
         hi=65535,
     )
 
+    # --- Watch rules and alerts ---
+    alerts_maxlen: int = _var(
+        10_000,
+        "Approximate MAXLEN of the alerts stream (all sources)",
+        "alerts",
+        lo=10,
+        hi=1_000_000,
+    )
+    alert_snapshot_ttl: float = _var(
+        604_800.0, "How long an alert's snapshot JPEG is kept (s)", "alerts", lo=60, hi=31_536_000
+    )
+    public_url: str = _var(
+        "",
+        "Base URL of the API as receivers reach it (e.g. https://lookout.example): webhooks and "
+        "MQTT then carry absolute snapshot URLs (empty: paths)",
+        "alerts",
+    )
+    webhook_secret: str = _var(
+        "",
+        "Key of the HMAC-SHA256 signature of every webhook (X-Lookout-Signature); empty: "
+        "webhooks are not sent but dead-lettered",
+        "alerts",
+        secret=True,
+    )
+    webhook_timeout: float = _var(
+        10.0, "Seconds a webhook endpoint has to answer one delivery", "alerts", lo=0.5, hi=120
+    )
+    webhook_retry_for: float = _var(
+        3600.0,
+        "Seconds a webhook is retried (backoff with jitter) before it is dead-lettered",
+        "alerts",
+        lo=1,
+        hi=604_800,
+    )
+    webhook_backoff_max: float = _var(
+        300.0, "Longest wait between two tries of one webhook (s)", "alerts", lo=0.1, hi=3600
+    )
+    webhook_concurrency: int = _var(
+        32, "Webhook deliveries in flight at once (per alerts process)", "alerts", lo=1, hi=1024
+    )
+    webhook_per_host: int = _var(
+        4,
+        "Deliveries in flight to one host, so a slow endpoint holds only these",
+        "alerts",
+        lo=1,
+        hi=256,
+    )
+    webhook_allow_private: bool = _var(True, "Webhooks may go to private (LAN) addresses", "alerts")
+    webhook_allow_loopback: bool = _var(
+        False, "Webhooks may go to this host's loopback (where Redis and the API listen)", "alerts"
+    )
+    mqtt_url: str = _var(
+        "",
+        "MQTT broker of `lookout alerts`, mqtt://[user:password@]host[:port] (empty: no MQTT)",
+        "alerts",
+        secret=True,
+    )
+    mqtt_prefix: str = _var("lookout", "Prefix of every MQTT topic Lookout publishes", "alerts")
+    mqtt_discovery_prefix: str = _var(
+        "homeassistant",
+        "Home Assistant's MQTT discovery prefix (empty: no discovery configs)",
+        "alerts",
+    )
+
     @property
     def ingest_pixel_limit(self) -> int:
         """MAX_INGEST_PIXELS, or its automatic value: frames are never bigger than the longest

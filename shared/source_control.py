@@ -152,8 +152,8 @@ async def remove_source(redis: aioredis.Redis, settings: Settings, name: str) ->
 
     A supervised source is forgotten and its job aborted; every feeder (a supervised capture,
     a standalone producer, an ingest socket) finds `Keys.removed` when it next registers (at
-    most REGISTER_REFRESH_S later) and stops. The source's state, frames, lease, statistics
-    and open cycle are deleted; its history stays (trimmed by HISTORY_MAXLEN) and its
+    most REGISTER_REFRESH_S later) and stops. The source's state, frames, lease, statistics,
+    open cycle and watch rules are deleted; its history and alerts stay (trimmed by HISTORY_MAXLEN) and its
     producer status expires with its TTL.
     """
     keys = Keys(settings.key_prefix)
@@ -170,6 +170,7 @@ async def remove_source(redis: aioredis.Redis, settings: Settings, name: str) ->
             pass  # stopped by a concurrent call
     await registry.remove(name)
     await redis.delete(keys.worker_stats(name), keys.open_cycle(name))
+    await redis.delete(keys.rules(name), keys.rule_states(name))  # its alerts stay
     return True
 
 

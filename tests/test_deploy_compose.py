@@ -25,7 +25,7 @@ from tests.helpers import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_CPU = REPO / "docker-compose.cpu.yml"
-SERVICES = {"redis", "worker", "api", "proxy", "producer", "livekit"}
+SERVICES = {"redis", "worker", "api", "proxy", "producer", "livekit", "alerts", "mosquitto"}
 LOOKOUT_IMAGES = {"lookout:cpu", "lookout:gpu"}
 # Interpolated variables that belong to third-party services, not to Lookout's settings.
 # Compose's own: where the proxy publishes the API (not a Lookout setting).
@@ -158,7 +158,7 @@ def test_services_restart_policies_and_healthchecks(services: dict[str, dict[str
 
 def test_dependencies_wait_for_healthy_services(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
-        if name == "redis":
+        if name in ("redis", "mosquitto"):  # they need nothing else
             continue
         depends = service["depends_on"]
         assert isinstance(depends, dict) and depends, name
@@ -173,7 +173,7 @@ def test_dependencies_wait_for_healthy_services(services: dict[str, dict[str, An
 def test_lookout_services_run_lookout_subcommands_with_matching_healthchecks(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    roles = {"worker": "worker", "api": "api", "producer": "producer"}
+    roles = {"worker": "worker", "api": "api", "producer": "producer", "alerts": "alerts"}
     found = lookout_services(services)
     assert set(found) == set(roles)
     for name, service in found.items():
@@ -263,7 +263,8 @@ def test_api_scales_behind_one_published_port(services: dict[str, dict[str, Any]
     assert proxy["environment"]["API_HOST"] == "api"
     assert "./infra/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
     published = [n for n, s in services.items() if "ports" in s]
-    assert sorted(published) == ["livekit", "proxy"]
+    assert sorted(published) == ["livekit", "mosquitto", "proxy"]
+    assert services["mosquitto"]["ports"] == ["${PUBLISH_HOST:-127.0.0.1}:1883:1883"]
 
 
 def test_proxy_gets_every_variable_its_caddyfile_reads(services: dict[str, dict[str, Any]]) -> None:
@@ -276,10 +277,11 @@ def test_livekit_is_optional_and_redis_persists_to_a_volume(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     assert services["livekit"]["profiles"] == ["livekit"]
-    assert [n for n, s in services.items() if "profiles" in s] == ["livekit"]
+    assert services["mosquitto"]["profiles"] == ["mqtt"]
+    assert sorted(n for n, s in services.items() if "profiles" in s) == ["livekit", "mosquitto"]
     assert "./infra/livekit.yaml:/etc/livekit.yaml:ro" in services["livekit"]["volumes"]
     assert "redis-data:/data" in services["redis"]["volumes"]
-    assert set(compose["volumes"]) == {"redis-data", "hf-cache", "compile-cache"}
+    assert set(compose["volumes"]) == {"redis-data", "hf-cache", "compile-cache", "mosquitto-data"}
 
 
 def test_bind_mounted_files_exist(services: dict[str, dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -90,6 +90,18 @@ class EngineRunner:
                     cancel.set()  # the caller left early: stop the engine at its next chunk
                 # Shielded: even a cancelled caller waits (briefly) for the engine to stop.
                 await asyncio.shield(future)
+
+    async def judge(self, request: EngineRequest, conditions: Sequence[str]) -> list[bool | None]:
+        """The engine's yes/no on each condition for `request`'s frames, in its thread, under
+        the same lock as every model call (EngineFailure if the engine raises)."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(
+                    self._executor, self.engine.judge, request, list(conditions)
+                )
+            except Exception as exc:
+                raise EngineFailure(f"{type(exc).__name__}: {exc}") from exc
 
     def engine_info(self) -> EngineInfo:
         """The engine's current info (VRAM may change), or what load returned."""

@@ -29,6 +29,7 @@ from worker.engines.base import Engine, WindowFrame
 from worker.frames import StreamFrames, current_buffer
 from worker.instructions import InstructionKeeper
 from worker.leases import Leases
+from worker.rules import RuleWatch
 from worker.runner import EngineRunner
 from worker.scheduler import Scheduler, SourceSlot, bounded_context
 from worker.sharing import LeaseKeeper
@@ -61,6 +62,7 @@ class CommentaryWorker:
         self.keeper = LeaseKeeper(self, self.leases, settings.max_sources_per_worker)
         self.frames = StreamFrames(self.redis, self.keys, settings, self.scheduler)
         self.asks = AskHandler(self.cycles, self.window_for, settings)
+        self.rules = RuleWatch(self.redis, self.keys, settings, self.runner, worker_id)
         self.cycle_count = 0
         self.started_at = time.time()
         self.serving: SourceSlot | None = None
@@ -195,6 +197,15 @@ class CommentaryWorker:
         if outcome.status == "finished" and slot.rev == rev:
             slot.remember(outcome.text, s.context_commentaries)
             slot.last_commentary_wall = time.time()
+        if outcome.status == "finished":  # after the commentary: it never waits for rules
+            await self.rules.after_commentary(
+                slot.name,
+                [w.frame for w in window],
+                slot.instruction,
+                outcome.cycle,
+                outcome.history_id,
+                outcome.text,
+            )
         stat: status.StatName = "cycles" if outcome.status == "finished" else outcome.status
         await status.count(
             self.redis, self.keys, slot.name, self.worker_id, stat, outcome.latency_ms

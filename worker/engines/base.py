@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -99,6 +99,27 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 (an optional hook: most engines hold nothing)
         """Release resources. The default has none to release."""
+
+    def judge(self, request: EngineRequest, conditions: Sequence[str]) -> list[bool | None]:
+        """Whether each condition holds on `request`'s frames (None: could not tell).
+
+        The default is the model engines' rules pass (worker/engines/rules_prompt.py): one more
+        prompt on the same frames, every condition a numbered yes/no question, parsed strictly.
+        """
+        from worker.engines.rules_prompt import max_tokens, parse_verdicts, rules_prompt
+
+        if not conditions:
+            return []
+        asked = replace(
+            request,
+            instruction=rules_prompt(conditions),
+            context=(),
+            max_new_tokens=max_tokens(len(conditions)),
+            speak=False,
+            kind="answer",
+        )
+        text = "".join(chunk.text for chunk in self.stream(asked, threading.Event()))
+        return parse_verdicts(text, len(conditions))
 
 
 def compose_prompt(request: EngineRequest) -> str:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import cv2
 
+from shared.rule_vocabulary import ConditionError, parse_condition
 from shared.settings import Settings
-from worker.engines.base import Chunk, Engine, EngineError, EngineInfo, EngineRequest
+from worker.engines.base import Chunk, Engine, EngineError, EngineInfo, EngineRequest, WindowFrame
 from worker.engines.cpu_analysis import Detectors, Measures, analyse
 from worker.engines.cpu_memory import Memory
+from worker.engines.cpu_rules import decide
 from worker.engines.cpu_speech import find_espeak, speak
 from worker.engines.cpu_words import compose
 
@@ -36,6 +38,10 @@ class CpuEngine(Engine):
         self._espeak: str | None = None
         self._info = EngineInfo(engine=self.name, device="cpu")
         self._memory = Memory()
+        # The measures of the last window commented on: the rules pass that follows it on the
+        # same frames reuses them instead of measuring again.
+        # Same frame objects (not equal seqs: tests reuse seqs for other pictures).
+        self._last: tuple[list[WindowFrame], Measures] | None = None
 
     def load(self) -> EngineInfo:
         """Load the face cascade and HOG detector; with TTS on, check espeak-ng and the voice."""
@@ -67,7 +73,26 @@ class CpuEngine(Engine):
         """The measurements behind a commentary, for callers that want numbers, not words."""
         if self._detectors is None:
             raise EngineError("the CPU engine is not loaded; call load() first")
-        return analyse([frame.image for frame in request.frames], self._detectors)
+        window = list(request.frames)
+        if self._last is not None and _same_frames(self._last[0], window):
+            return self._last[1]
+        measures = analyse([frame.image for frame in window], self._detectors)
+        self._last = (window, measures)
+        return measures
+
+    def judge(self, request: EngineRequest, conditions: Sequence[str]) -> list[bool | None]:
+        """Each condition decided from the window's measurements (shared/rule_vocabulary.py);
+        None for one outside the vocabulary (made while another engine served the source)."""
+        if not conditions:
+            return []
+        measures = self.measure(request)
+        verdicts: list[bool | None] = []
+        for text in conditions:
+            try:
+                verdicts.append(decide(parse_condition(text), measures))
+            except ConditionError:
+                verdicts.append(None)
+        return verdicts
 
     def stream(self, request: EngineRequest, cancel: threading.Event) -> Iterator[Chunk]:
         """One chunk per sentence; stops between sentences once `cancel` is set."""
@@ -102,3 +127,7 @@ class CpuEngine(Engine):
         if self._espeak is None:
             self._espeak = find_espeak()
         return self._espeak
+
+
+def _same_frames(a: list[WindowFrame], b: list[WindowFrame]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))

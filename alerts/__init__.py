@@ -1,0 +1,1 @@
+"""`lookout alerts`: delivers watch-rule alerts over webhooks and MQTT (its own process)."""
