@@ -118,6 +118,9 @@ class HistoryItem(msgspec.Struct):
     tokens: int
     question: str
     job_id: str
+    frame_seqs: list[int]  # the window's frames, oldest first
+    frame_ts: list[float]  # capture time of each, epoch seconds
+    snapshot: str | None  # URL of the window's newest frame, None when none was kept
 
 
 class HistoryOut(msgspec.Struct):

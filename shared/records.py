@@ -7,6 +7,7 @@ values); `from_fields` raises RecordError naming the bad field.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,18 @@ def _number(
         return kind(raw)
     except ValueError:
         raise RecordError(f"field {name!r}={raw!r} is not a {kind.__name__}") from None
+
+
+def _numbers(fields: Fields, name: str, kind: type[int] | type[float]) -> list[Any]:
+    """A comma-separated list field (empty or missing: no numbers)."""
+    raw = _text(fields, name, "")
+    try:
+        numbers = [kind(part) for part in raw.split(",") if part]
+    except ValueError:
+        raise RecordError(f"field {name!r}={raw!r} is not a list of {kind.__name__}s") from None
+    if kind is float and not all(math.isfinite(n) for n in numbers):
+        raise RecordError(f"field {name!r}={raw!r} holds a number that is not finite")
+    return numbers
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,8 @@ class CommentaryRecord:
     frame_seqs: list[int] = field(default_factory=list)
     question: str = ""
     job_id: str = ""
+    frame_ts: list[float] = field(default_factory=list)  # capture time of each frame_seqs entry
+    snapshot: bool = False  # the window's newest frame is kept under the entry's id
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -121,15 +136,14 @@ class CommentaryRecord:
             "frame_seqs": ",".join(str(s) for s in self.frame_seqs),
             "question": self.question,
             "job_id": self.job_id,
+            "frame_ts": ",".join(f"{t:.6f}" for t in self.frame_ts),
+            "snapshot": "1" if self.snapshot else "",
         }
 
     @classmethod
     def from_fields(cls, fields: Fields) -> CommentaryRecord:
-        seqs = _text(fields, "frame_seqs", "")
-        try:
-            frame_seqs = [int(s) for s in seqs.split(",") if s]
-        except ValueError:
-            raise RecordError(f"field 'frame_seqs'={seqs!r} is not a list of integers") from None
+        frame_seqs = _numbers(fields, "frame_seqs", int)
+        frame_ts = _numbers(fields, "frame_ts", float)
         return cls(
             cycle=_text(fields, "cycle"),
             status=_text(fields, "status"),
@@ -144,6 +158,8 @@ class CommentaryRecord:
             frame_seqs=frame_seqs,
             question=_text(fields, "question", ""),
             job_id=_text(fields, "job_id", ""),
+            frame_ts=frame_ts,
+            snapshot=_text(fields, "snapshot", "") == "1",
         )
 
 

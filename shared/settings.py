@@ -81,6 +81,14 @@ class Settings:
     heartbeat_ttl: float = _var(
         10.0, "Seconds a process status key lives without a heartbeat", "redis", lo=2, hi=300
     )
+    snapshot_max_bytes: int = _var(
+        32768,
+        "Largest snapshot kept beside each history entry (the window's newest JPEG, shrunk to "
+        "fit; trimmed with the history, so at most HISTORY_MAXLEN of them a source); 0: none",
+        "redis",
+        lo=0,
+        hi=4_000_000,
+    )
 
     # --- HTTP server ---
     server_host: str = _var(
@@ -347,6 +355,14 @@ class Settings:
     worker_metrics_port: int = _var(
         0,
         "Port where a worker serves Prometheus metrics at /metrics, on SERVER_HOST (0: off)",
+        "process",
+        lo=0,
+        hi=65535,
+    )
+    producer_metrics_port: int = _var(
+        0,
+        "Port where a producer (or supervisor) serves Prometheus metrics at /metrics, on "
+        "SERVER_HOST (0: off)",
         "process",
         lo=0,
         hi=65535,
