@@ -165,7 +165,7 @@ class HistorySearch:
         self, key: str, bounds: Range, terms: list[str], limit: int
     ) -> tuple[list[tuple[bytes, dict[bytes, bytes]]], str | None]:
         """Matching entries newest first, and the id to page on from (None: range done)."""
-        args = [bounds.top, bounds.bottom, limit, SCAN_MAX, BATCH, *terms]
+        args: list[str | int] = [bounds.top, bounds.bottom, limit, SCAN_MAX, BATCH, *terms]
         found, last = await self._script(keys=[key], args=args)
         entries = [(entry_id, _pairs(fields)) for entry_id, fields in found]
         more = last.decode() if isinstance(last, bytes) else str(last)

@@ -8,6 +8,7 @@ values); `from_fields` raises RecordError naming the bad field.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,7 +278,8 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
     """A worker's heartbeat hash (`Keys.worker_status`), as written and as the API shows it.
 
     The hash is flat for `redis-cli`: the engine's own fields (`tts`, `decode`, `vram_*`, ...)
-    sit beside the fixed ones and are read back into `extra`, text as written.
+    sit beside the fixed ones and are read back into `extra`: decimal numbers as numbers, the
+    rest as text, so the API's status shows `"vram_allocated_mib": 1234`, not `"1234"`.
     """
 
     worker: str = ""
@@ -292,10 +294,10 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
     cycles: int = 0
     started_at: float = 0.0
     beat_ts: float = 0.0  # epoch seconds of the last beat; leases count workers by it
-    extra: dict[str, str] = {}
+    extra: dict[str, str | int | float] = {}
 
     def to_fields(self) -> dict[str, str]:
-        fields = {name: value for name, value in self.extra.items() if name not in BEAT_FIELDS}
+        fields = {name: str(value) for name, value in self.extra.items() if name not in BEAT_FIELDS}
         fields.update(
             worker=self.worker,
             engine=self.engine,
@@ -328,14 +330,28 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
             cycles=_number(fields, "cycles", int, 0),
             started_at=_number(fields, "started_at", float, 0.0),
             beat_ts=_number(fields, "beat_ts", float, 0.0),
-            extra={k: v for k, v in text.items() if k not in BEAT_FIELDS},
+            extra={k: _scalar(v) for k, v in text.items() if k not in BEAT_FIELDS},
         )
 
     @property
     def tts(self) -> bool | None:
         """Whether the engine speaks (its `tts` field), None when it does not say."""
-        flag = self.extra.get("tts", "")
+        flag = str(self.extra.get("tts", ""))
         return flag.lower() in ("1", "true", "on") if flag else None
+
+
+_INT_RE = re.compile(r"-?\d{1,18}")
+_FLOAT_RE = re.compile(r"-?\d{1,18}\.\d{1,18}")
+
+
+def _scalar(text: str) -> str | int | float:
+    """A hash value as a JSON scalar: plain decimal integers and decimals as numbers (never
+    'nan', 'inf' or '1e5', which stay text), everything else as written."""
+    if _INT_RE.fullmatch(text):
+        return int(text)
+    if _FLOAT_RE.fullmatch(text):
+        return float(text)
+    return text
 
 
 # The hash fields WorkerBeat names; any other field of the hash is the engine's (`extra`).

@@ -56,7 +56,7 @@ async def seeded(redis_url: str, server: tuple[ApiServer, Keys]) -> AsyncIterato
     for n, text in enumerate(texts):
         record = CommentaryRecord(cycle=f"c{n}", status="finished", text=text, instruction="")
         fields = record.to_fields()
-        ids.append((await redis.xadd(keys.history("cam"), fields, f"{(T0 + 60 * n) * 1000}-0")))  # type: ignore[arg-type]
+        ids.append(await redis.xadd(keys.history("cam"), fields, f"{(T0 + 60 * n) * 1000}-0"))  # type: ignore[arg-type]
     await redis.xadd(keys.history("cam"), {"cycle": "bad"}, f"{(T0 + 400) * 1000}-0")
     yield [i.decode() for i in ids]
     await redis.aclose()
@@ -122,7 +122,9 @@ async def test_a_search_scans_a_bounded_number_of_entries_and_says_where_to_go_o
     first = (await http.get("/api/sources/big/history", params={"q": "fox"})).json()
     assert first["items"] == [] and first["next_before"]  # stopped after SCAN_MAX entries
     rest = (
-        await http.get("/api/sources/big/history", params={"q": "fox", "before": first["next_before"]})
+        await http.get(
+            "/api/sources/big/history", params={"q": "fox", "before": first["next_before"]}
+        )
     ).json()
     assert texts(rest) == ["A fox!"] and rest["next_before"] is None
 
@@ -162,9 +164,7 @@ async def test_snapshots_are_served_while_their_entry_lives_with_keys_or_tokens(
     redis = aioredis.Redis.from_url(redis_url)
     await SourceRegistry(redis, keys, "describe").register("snap", "clip.mp4")
     writer = HistoryWriter(redis, keys, maxlen=10)
-    record = CommentaryRecord(
-        cycle="c", status="finished", text="t", instruction="", snapshot=True
-    )
+    record = CommentaryRecord(cycle="c", status="finished", text="t", instruction="", snapshot=True)
     jpegs = [make_jpeg(n) for n in range(150)]
     ids = [await writer.append("snap", record, jpeg) for jpeg in jpegs]
     oldest = (await redis.xrange(keys.history("snap"), count=1))[0][0].decode()

@@ -74,9 +74,11 @@ def test_commentary_carries_its_frames_and_a_snapshot_of_the_newest(stack: str) 
             lambda e: e.event == "cycle" and e.data["event"] == "started", timeout=60
         )
         finished = live.next_matching(
-            lambda e: e.event == "cycle"
-            and e.data["event"] == "finished"
-            and e.data["cycle"] == started.data["cycle"],
+            lambda e: (
+                e.event == "cycle"
+                and e.data["event"] == "finished"
+                and e.data["cycle"] == started.data["cycle"]
+            ),
             timeout=30,
         )
     finally:
@@ -92,9 +94,10 @@ def test_commentary_carries_its_frames_and_a_snapshot_of_the_newest(stack: str) 
     # The SSE event and the API's history item say which frames were described, and when.
     assert item["frame_seqs"] == started.data["frame_seqs"] and len(item["frame_seqs"]) >= 2
     assert item["frame_ts"] == pytest.approx(started.data["frame_ts"], abs=1e-5)
-    assert item["frame_ts"] == sorted(item["frame_ts"]) and item["frame_ts"][-1] <= item[
-        "started_at"
-    ] + 1
+    assert (
+        item["frame_ts"] == sorted(item["frame_ts"])
+        and item["frame_ts"][-1] <= item["started_at"] + 1
+    )
     assert item["snapshot"] is True and commentary.id == item["id"]
     with httpx.Client(base_url=base, timeout=10) as http:
         page = http.get("/api/sources/cam/history", params={"limit": 50}).json()

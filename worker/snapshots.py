@@ -47,9 +47,11 @@ def fit_snapshot(frame: WindowFrame, budget: int) -> bytes:
     height, width = frame.image.shape[:2]
     for scale, quality in SHRINK_STEPS:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = frame.image if scale == 1.0 else cv2.resize(frame.image, size, cv2.INTER_AREA)
+        image = frame.image
+        if scale != 1.0:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
         try:
-            jpeg = encode_jpeg(image, quality)  # type: ignore[arg-type]
+            jpeg = encode_jpeg(image, quality)
         except JpegError:
             return b""
         if len(jpeg) <= budget:
