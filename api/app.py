@@ -19,6 +19,7 @@ from api.controllers.status import PublicController, StatusController
 from api.controllers.streams import StreamsController
 from api.controllers.tokens import TokensController
 from api.deps import DEPENDENCIES
+from api.docs_ui import render_plugins, schema_asset
 from api.errors import (
     REDIS_FAILURES,
     http_exception_handler,
@@ -43,6 +44,7 @@ def openapi_config() -> OpenAPIConfig:
             "accepted in URLs."
         ),
         path=routes.SCHEMA,
+        render_plugins=render_plugins(),  # served from local files: works offline
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer"),
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> Litestar:
             PublicController,
             TokensController,
             HistoryController,
+            schema_asset,
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,

@@ -22,6 +22,7 @@ METRICS = "/metrics"
 PAGE = "/"
 STATIC = "/static"
 SCHEMA = "/schema"
+SCHEMA_ASSET = "/schema-ui/{asset:str}"
 
 
 def job_link(job_id: str) -> str:

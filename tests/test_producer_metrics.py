@@ -67,8 +67,10 @@ def test_a_producer_exports_frames_drops_reconnects_and_fps(test_env: dict[str, 
         live = wait_for(
             port,
             producer,
-            lambda f: value(f, "lookout_producer_frames_published_total", source="cam") >= 10
-            and value(f, "lookout_producer_fps", source="cam") > 0,
+            lambda f: (
+                value(f, "lookout_producer_frames_published_total", source="cam") >= 10
+                and value(f, "lookout_producer_fps", source="cam") > 0
+            ),
         )
         camera.stop()  # the camera goes away: the producer backs off and retries
         gone = wait_for(
@@ -81,9 +83,7 @@ def test_a_producer_exports_frames_drops_reconnects_and_fps(test_env: dict[str, 
         producer.stop()
     read = value(live, "lookout_producer_frames_read_total", source="cam")
     published = value(live, "lookout_producer_frames_published_total", source="cam")
-    not_due = value(
-        live, "lookout_producer_frames_dropped_total", source="cam", reason="not_due"
-    )
+    not_due = value(live, "lookout_producer_frames_dropped_total", source="cam", reason="not_due")
     assert read >= published + not_due - 1 and not_due > published  # 25 fps read, 5 published
     assert 1 < value(live, "lookout_producer_fps", source="cam") < 12
     assert value(live, "lookout_producer_live", source="cam") == 1
