@@ -4,8 +4,8 @@ The stock redis-server has no search module, so the history stream is the index:
 millisecond timestamps, which makes `since`/`until` an XREVRANGE range, and one Lua script
 walks that range newest first in batches, keeping the entries whose text or question holds
 every word of `q`. Only the matches cross the network. One request scans at most
-SCAN_MAX entries (the whole history at the default HISTORY_MAXLEN): when it stops short, the
-reply's `next_before` says where to go on. Lua's string.lower folds ASCII letters only, so
+SCAN_MAX entries (twice the default HISTORY_MAXLEN): when it stops short, the reply's
+`next_before` says where to go on. Lua's string.lower folds ASCII letters only, so
 the match ignores case for A-Z and is exact for other letters.
 """
 
@@ -21,8 +21,10 @@ import redis.asyncio as aioredis
 
 from api.errors import FieldError
 
-SCAN_MAX = 10_000  # entries one request may scan (measured in bench/history_search.py)
-BATCH = 500  # entries per XREVRANGE inside the script
+# Entries one request may scan: the script blocks Redis while it runs (Lua is atomic), about
+# 10-50 ms per 1000 entries (docs/benchmarks.md), so a longer history is searched page by page.
+SCAN_MAX = 2_000
+BATCH = 250  # entries per XREVRANGE inside the script
 MAX_QUERY_CHARS = 200
 MAX_TERMS = 8
 LATEST_S = 1e11  # epoch seconds in the year 5138: anything later is a mistake
@@ -41,16 +43,18 @@ while true do
   for _, entry in ipairs(entries) do
     scanned = scanned + 1
     last = entry[1]
-    local fields, text = entry[2], ''
+    local fields, text, question = entry[2], '', ''
     for i = 1, #fields, 2 do
-      if fields[i] == 'text' or fields[i] == 'question' then
-        text = text .. '\\n' .. fields[i + 1]
+      if fields[i] == 'text' then
+        text = string.lower(fields[i + 1])
+      elseif fields[i] == 'question' then
+        question = string.lower(fields[i + 1])
       end
     end
-    text = string.lower(text)
     local all = true
     for t = 6, #ARGV do
-      if not string.find(text, ARGV[t], 1, true) then
+      local term = ARGV[t]
+      if not string.find(text, term, 1, true) and not string.find(question, term, 1, true) then
         all = false
         break
       end
