@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from api.errors import FieldError
 
 # Entries one request may scan: the script blocks Redis while it runs (Lua is atomic), about
-# 10-50 ms per 1000 entries (docs/benchmarks.md), so a longer history is searched page by page.
+# 12-40 ms per 1000 entries (docs/benchmarks.md), so a longer history is searched page by page.
 SCAN_MAX = 2_000
 BATCH = 250  # entries per XREVRANGE inside the script
 MAX_QUERY_CHARS = 200

@@ -87,6 +87,7 @@ async def test_search_finds_every_word_within_time_bounds(
     ]  # Lua pattern characters are plain text
     assert texts(await search(http, q="café")) == ["The café sign lights up."]
     assert texts(await search(http, q="unicorn")) == []
+    assert texts(await search(http, q="red\x00 ' \" -- %s")) == []  # plain bytes, no match
     # Time bounds: epoch seconds and ISO 8601, both inclusive.
     assert texts(await search(http, q="red", since=T0 + 60, until=T0 + 300)) == [
         "A RED bicycle leans on the wall.",
@@ -142,6 +143,8 @@ async def test_a_search_scans_a_bounded_number_of_entries_and_says_where_to_go_o
         ({"since": "1e309"}, "since"),
         ({"since": "99999999999999"}, "since"),
         ({"until": "yesterday"}, "until"),
+        ({"since": "9" * 5000}, "since"),
+        ({"until": "2026-11-27T09:00:00+25:00"}, "until"),
         ({"until": "2026-13-01T00:00:00"}, "until"),
         ({"since": "2000", "until": "1000"}, "since"),
         ({"before": "1-2-3"}, "before"),
