@@ -14,12 +14,14 @@ from api import routes
 from api.boundary import check_boundary
 from api.controllers.asks import AsksController
 from api.controllers.frames import WindowFramesController
+from api.controllers.history import HistoryController
 from api.controllers.rules import RulesController
 from api.controllers.sources import SourcesController
 from api.controllers.status import PublicController, StatusController
 from api.controllers.streams import StreamsController
 from api.controllers.tokens import TokensController
 from api.deps import DEPENDENCIES
+from api.docs_ui import render_plugins, schema_asset
 from api.errors import (
     REDIS_FAILURES,
     cluster_unsupported_handler,
@@ -46,6 +48,7 @@ def openapi_config() -> OpenAPIConfig:
             "accepted in URLs."
         ),
         path=routes.SCHEMA,
+        render_plugins=render_plugins(),  # served from local files: works offline
         components=Components(
             security_schemes={
                 "bearer": SecurityScheme(type="http", scheme="bearer"),
@@ -82,6 +85,8 @@ def create_app(settings: Settings) -> Litestar:
             TokensController,
             WindowFramesController,
             RulesController,
+            HistoryController,
+            schema_asset,
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,

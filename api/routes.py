@@ -6,6 +6,7 @@ SOURCES = "/api/sources"
 SOURCE = "/api/sources/{name:str}"
 INSTRUCTION = "/api/sources/{name:str}/instruction"
 HISTORY = "/api/sources/{name:str}/history"
+SNAPSHOT = "/api/sources/{name:str}/history/{history_id:str}/snapshot.jpg"
 EVENTS = "/api/sources/{name:str}/events"
 MJPEG = "/api/sources/{name:str}/mjpeg"
 FRAME = "/api/sources/{name:str}/frame"
@@ -26,6 +27,7 @@ RULES = "/api/sources/{name:str}/rules"
 RULE = "/api/sources/{name:str}/rules/{rule_id:str}"
 ALERTS = "/api/sources/{name:str}/alerts"
 ALERT_SNAPSHOT = "/api/sources/{name:str}/alerts/{alert_id:str}/snapshot.jpg"
+SCHEMA_ASSET = "/schema-ui/{asset:str}"
 
 
 def job_link(job_id: str) -> str:

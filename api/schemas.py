@@ -119,11 +119,16 @@ class HistoryItem(msgspec.Struct):
     tokens: int
     question: str
     job_id: str
+    frame_seqs: list[int]  # the window's frames, oldest first
+    frame_ts: list[float]  # capture time of each, epoch seconds
+    snapshot: bool  # the window's newest frame is at .../history/{id}/snapshot.jpg
 
 
 class HistoryOut(msgspec.Struct):
     source: str
     items: list[HistoryItem]
+    # Pass as `before` for the next page; None when the range holds no more entries.
+    next_before: str | None = None
 
 
 class SourceStatus(msgspec.Struct):

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from producers.metrics import METRICS
 from producers.readers import EndOfStream, FrameReader, ReaderConfig, SourceOpenError, open_reader
 from producers.status import State, StatusWriter
 from shared.backoff import Backoff
@@ -144,6 +145,7 @@ class Capture:
     async def _back_off(self, backoff: Backoff, error: str) -> None:
         self._last_error = error
         delay = backoff.next()
+        METRICS.reconnects.labels(self.name).inc()
         log.warning("%s: %s; reconnecting in %.1fs", self.name, error, delay)
         await self.status.set_state("reconnecting", attempt=backoff.attempt, error=error)
         try:
@@ -169,6 +171,7 @@ class Capture:
                 return f"read error: {exc}"
             now = time.monotonic()
             if result is None:
+                METRICS.read_failures.labels(self.name).inc()
                 failures += 1
                 if failures >= self.settings.max_read_failures:
                     return f"{failures} consecutive failed reads"
@@ -176,7 +179,9 @@ class Capture:
                     return f"no frame for {self.settings.stall_timeout:.0f}s (stalled)"
                 continue
             failures, last_frame = 0, now
+            METRICS.frames_read.labels(self.name).inc()
             if result == SKIPPED:
+                METRICS.frames_dropped.labels(self.name, "not_due").inc()
                 continue
             assert not isinstance(result, str)
             try:
@@ -187,6 +192,7 @@ class Capture:
                 self.stop.set()
                 return "stopped"
             except REDIS_ERRORS as exc:
+                METRICS.frames_dropped.labels(self.name, "redis").inc()
                 self.publisher.reregister()  # Redis may come back empty
                 return f"Redis unavailable: {exc}"
             next_due = await self._pace(reader, next_due)
@@ -194,6 +200,7 @@ class Capture:
 
     async def _publish(self, frame: Encoded, backoff: Backoff) -> None:
         record = await self.publisher.publish_encoded(*frame)
+        METRICS.frames_published.labels(self.name).inc()
         self.status.frame(record.ts)
         if self.status.state != "live":
             backoff.reset()

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from shared.settings import Settings
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
             print(f"lookout producer: {ClusterUnsupported('--supervise')}", file=sys.stderr)
             return 2
-        return asyncio.run(_supervise(settings))
+        return _with_metrics(settings, lambda: asyncio.run(_supervise(settings)))
     if not args.source or not args.url:
         print("lookout producer: give --source NAME and --url URL, or --supervise", file=sys.stderr)
         return 2
@@ -58,7 +59,31 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (SourceNameError, SourceUrlError) as exc:
         print(f"lookout producer: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_capture(settings, args.source, args.url, once=args.once))
+    source, url = args.source, args.url
+    return _with_metrics(
+        settings, lambda: asyncio.run(_capture(settings, source, url, once=args.once))
+    )
+
+
+def _with_metrics(settings: Settings, main: Callable[[], int]) -> int:
+    """Run `main` with /metrics served on PRODUCER_METRICS_PORT (when set); a taken port
+    stops the producer before anything starts (exit 2)."""
+    if not settings.producer_metrics_port:
+        return main()
+    from producers.metrics import serve
+
+    where = f"PRODUCER_METRICS_PORT {settings.producer_metrics_port} on {settings.server_host}"
+    try:
+        server = serve(settings)
+    except OSError as exc:
+        log.error("%s: %s", where, exc)
+        return 2
+    log.info("metrics on http://%s:%d/metrics", settings.server_host, server.server_port)
+    try:
+        return main()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> int:

@@ -19,6 +19,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 
+from producers.metrics import METRICS
 from shared.bus import REDIS_ERRORS, SourcePublisher
 from shared.cluster import transaction
 from shared.keys import Keys
@@ -85,6 +86,8 @@ class StatusWriter:
     async def write(self) -> None:
         """Write the whole status with a fresh TTL; a Redis outage is logged, not raised."""
         self.status = replace(self.status, fps=self.fps(), updated_at=time.time())
+        METRICS.fps.labels(self.source).set(self.status.fps)
+        METRICS.live.labels(self.source).set(1 if self.state == "live" else 0)
         key = self._keys.producer_status(self.source)
         try:
             async with transaction(self._redis) as pipe:

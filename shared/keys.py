@@ -91,6 +91,11 @@ class Keys:
         """STREAM of finished and interrupted commentaries. Trimmed to ~HISTORY_MAXLEN."""
         return self._per_source(source, "history")
 
+    def snapshots(self, source: str) -> str:
+        """STREAM of snapshots (field: jpeg), each under the id of its history entry, trimmed
+        to the history's oldest id whenever the worker appends to the history."""
+        return self._per_source(source, "snapshots")
+
     # --- Pub/sub channels (payloads: msgpack maps from shared.messages) ---
     def text_channel(self, source: str) -> str:
         """Text chunks as they are generated (TextChunk)."""

@@ -7,6 +7,8 @@ values); `from_fields` raises RecordError naming the bad field.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +55,18 @@ def _number(
         return kind(raw)
     except ValueError:
         raise RecordError(f"field {name!r}={raw!r} is not a {kind.__name__}") from None
+
+
+def _numbers(fields: Fields, name: str, kind: type[int] | type[float]) -> list[Any]:
+    """A comma-separated list field (empty or missing: no numbers)."""
+    raw = _text(fields, name, "")
+    try:
+        numbers = [kind(part) for part in raw.split(",") if part]
+    except ValueError:
+        raise RecordError(f"field {name!r}={raw!r} is not a list of {kind.__name__}s") from None
+    if kind is float and not all(math.isfinite(n) for n in numbers):
+        raise RecordError(f"field {name!r}={raw!r} holds a number that is not finite")
+    return numbers
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,8 @@ class CommentaryRecord:
     frame_seqs: list[int] = field(default_factory=list)
     question: str = ""
     job_id: str = ""
+    frame_ts: list[float] = field(default_factory=list)  # capture time of each frame_seqs entry
+    snapshot: bool = False  # the window's newest frame is kept under the entry's id
 
     def to_fields(self) -> dict[str, str]:
         return {
@@ -121,15 +137,14 @@ class CommentaryRecord:
             "frame_seqs": ",".join(str(s) for s in self.frame_seqs),
             "question": self.question,
             "job_id": self.job_id,
+            "frame_ts": ",".join(f"{t:.6f}" for t in self.frame_ts),
+            "snapshot": "1" if self.snapshot else "",
         }
 
     @classmethod
     def from_fields(cls, fields: Fields) -> CommentaryRecord:
-        seqs = _text(fields, "frame_seqs", "")
-        try:
-            frame_seqs = [int(s) for s in seqs.split(",") if s]
-        except ValueError:
-            raise RecordError(f"field 'frame_seqs'={seqs!r} is not a list of integers") from None
+        frame_seqs = _numbers(fields, "frame_seqs", int)
+        frame_ts = _numbers(fields, "frame_ts", float)
         return cls(
             cycle=_text(fields, "cycle"),
             status=_text(fields, "status"),
@@ -144,6 +159,8 @@ class CommentaryRecord:
             frame_seqs=frame_seqs,
             question=_text(fields, "question", ""),
             job_id=_text(fields, "job_id", ""),
+            frame_ts=frame_ts,
+            snapshot=_text(fields, "snapshot", "") == "1",
         )
 
 
@@ -261,7 +278,8 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
     """A worker's heartbeat hash (`Keys.worker_status`), as written and as the API shows it.
 
     The hash is flat for `redis-cli`: the engine's own fields (`tts`, `decode`, `vram_*`, ...)
-    sit beside the fixed ones and are read back into `extra`, text as written.
+    sit beside the fixed ones and are read back into `extra`: decimal numbers as numbers, the
+    rest as text, so the API's status shows `"vram_allocated_mib": 1234`, not `"1234"`.
     """
 
     worker: str = ""
@@ -276,10 +294,10 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
     cycles: int = 0
     started_at: float = 0.0
     beat_ts: float = 0.0  # epoch seconds of the last beat; leases count workers by it
-    extra: dict[str, str] = {}
+    extra: dict[str, str | int | float] = {}
 
     def to_fields(self) -> dict[str, str]:
-        fields = {name: value for name, value in self.extra.items() if name not in BEAT_FIELDS}
+        fields = {name: str(value) for name, value in self.extra.items() if name not in BEAT_FIELDS}
         fields.update(
             worker=self.worker,
             engine=self.engine,
@@ -312,14 +330,28 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
             cycles=_number(fields, "cycles", int, 0),
             started_at=_number(fields, "started_at", float, 0.0),
             beat_ts=_number(fields, "beat_ts", float, 0.0),
-            extra={k: v for k, v in text.items() if k not in BEAT_FIELDS},
+            extra={k: _scalar(v) for k, v in text.items() if k not in BEAT_FIELDS},
         )
 
     @property
     def tts(self) -> bool | None:
         """Whether the engine speaks (its `tts` field), None when it does not say."""
-        flag = self.extra.get("tts", "")
+        flag = str(self.extra.get("tts", ""))
         return flag.lower() in ("1", "true", "on") if flag else None
+
+
+_INT_RE = re.compile(r"-?\d{1,18}")
+_FLOAT_RE = re.compile(r"-?\d{1,18}\.\d{1,18}")
+
+
+def _scalar(text: str) -> str | int | float:
+    """A hash value as a JSON scalar: plain decimal integers and decimals as numbers (never
+    'nan', 'inf' or '1e5', which stay text), everything else as written."""
+    if _INT_RE.fullmatch(text):
+        return int(text)
+    if _FLOAT_RE.fullmatch(text):
+        return float(text)
+    return text
 
 
 # The hash fields WorkerBeat names; any other field of the hash is the engine's (`extra`).

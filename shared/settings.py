@@ -90,6 +90,14 @@ class Settings:
         "sharded pub/sub (no job queues: asks and supervised sources are refused)",
         "redis",
     )
+    snapshot_max_bytes: int = _var(
+        32768,
+        "Largest snapshot kept beside each history entry (the window's newest JPEG, shrunk to "
+        "fit; trimmed with the history, so at most HISTORY_MAXLEN of them a source); 0: none",
+        "redis",
+        lo=0,
+        hi=4_000_000,
+    )
 
     # --- HTTP server ---
     server_host: str = _var(
@@ -356,6 +364,14 @@ class Settings:
     worker_metrics_port: int = _var(
         0,
         "Port where a worker serves Prometheus metrics at /metrics, on SERVER_HOST (0: off)",
+        "process",
+        lo=0,
+        hi=65535,
+    )
+    producer_metrics_port: int = _var(
+        0,
+        "Port where a producer (or supervisor) serves Prometheus metrics at /metrics, on "
+        "SERVER_HOST (0: off)",
         "process",
         lo=0,
         hi=65535,

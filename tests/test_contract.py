@@ -157,12 +157,16 @@ def test_worker_beat_keeps_engine_fields_flat_and_reads_them_back_as_extra() -> 
         pid=12,
         sources=["a", "b"],
         beat_ts=1700000000.5,
-        extra={"decode": "fast", "vram_peak_gib": "19.0", "tts": "off"},
+        extra={"decode": "fast", "vram_peak_gib": 19.5, "tts": "off"},
     )
     wire = {k.encode(): v.encode() for k, v in beat.to_fields().items()}
     assert wire[b"decode"] == b"fast" and wire[b"sources"] == b"a,b"
+    assert wire[b"vram_peak_gib"] == b"19.5"
     back = WorkerBeat.from_fields(wire)
     assert back == beat and back.tts is False and WorkerBeat().tts is None
+    # Engine fields that hold numbers come back as numbers; 'nan' or '1e5' stay text.
+    odd = WorkerBeat.from_fields({**wire, b"vram_mib": b"1234", b"x": b"nan", b"y": b"1e5"})
+    assert (odd.extra["vram_mib"], odd.extra["x"], odd.extra["y"]) == (1234, "nan", "1e5")
     with pytest.raises(RecordError, match="'pid'"):
         WorkerBeat.from_fields({**wire, b"pid": b"many"})
 

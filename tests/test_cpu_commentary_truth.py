@@ -19,12 +19,13 @@ import pytest
 import redis
 
 from shared.keys import Keys
-from shared.records import CommentaryRecord
+from shared.messages import CycleSkipped, decode_message
+from shared.records import CommentaryRecord, SourceStats
 from shared.settings import Settings
 from tests.helpers import LookoutProcess
-from worker.engines.base import EngineRequest, WindowFrame
-from worker.engines.cpu import CpuEngine
-from worker.engines.cpu_memory import NOTHING_NEW, asks_for_repeats
+from worker.engines.base import EngineRequest, NothingNew, WindowFrame
+from worker.engines.cpu import UNCHANGED, CpuEngine
+from worker.engines.cpu_memory import asks_for_repeats
 from worker.engines.cpu_motion import heading, measure_motion
 
 Image = npt.NDArray[np.uint8]
@@ -50,7 +51,10 @@ def say(
     req = EngineRequest(
         source="cam", frames=frames, instruction=instruction, context=tuple(context), kind=kind
     )  # type: ignore[arg-type]
-    return [chunk.text.strip() for chunk in engine.stream(req, threading.Event())]
+    try:
+        return [chunk.text.strip() for chunk in engine.stream(req, threading.Event())]
+    except NothingNew as exc:  # the worker records the cycle as skipped, with this reason
+        return [f"skipped: {exc}"]
 
 
 def squares(*xs_per_frame: Sequence[int]) -> list[Image]:
@@ -121,11 +125,12 @@ def test_a_repeated_observation_is_said_once_then_only_changes(engine: CpuEngine
     assert first[0] == "Something is moving on the left, heading right."
     assert len(first) >= 3  # the whole picture the first time: motion, people, colours, light
     # The worker carries the previous commentary as context; the engine remembers the rest.
+    # Nothing new: the cycle is skipped (no commentary), so the context stays the first one.
     second = say(engine, left, context=[" ".join(first)])
-    assert second == [NOTHING_NEW]
-    third = say(engine, left, context=[" ".join(second)])
-    assert third == [NOTHING_NEW]  # not the whole description again every other time
-    moved = say(engine, squares([480], [510], [540], [570]), context=[" ".join(third)])
+    assert second == [f"skipped: {UNCHANGED}"]
+    third = say(engine, left, context=[" ".join(first)])
+    assert third == second  # not the whole description again every other time
+    moved = say(engine, squares([480], [510], [540], [570]), context=[" ".join(first)])
     assert moved == ["Something is moving on the right, heading right."]  # only the change
     # A question is answered in full, whatever was said.
     answer = say(engine, left, "Is anyone there?", context=[" ".join(moved)], kind="answer")
@@ -146,7 +151,7 @@ def test_an_instruction_that_asks_for_repeats_gets_them(engine: CpuEngine) -> No
 
 
 @pytest.mark.slow
-def test_a_worker_on_a_still_clip_describes_once_then_says_no_change(
+def test_a_worker_on_a_still_clip_describes_once_then_skips_with_a_reason(
     tmp_path: Path, test_env: dict[str, str], keys: Keys
 ) -> None:
     clip = tmp_path / "still.mp4"
@@ -158,26 +163,37 @@ def test_a_worker_on_a_still_clip_describes_once_then_says_no_change(
         check=True, timeout=60,
     )  # fmt: skip
     env = {**test_env, "INFERENCE_INTERVAL": "0.2", "CAPTURE_FPS": "4", "CHANGE_THRESHOLD": "0"}
+    client = redis.Redis.from_url(test_env["REDIS_URL"])
+    events = client.pubsub(ignore_subscribe_messages=True)
+    events.subscribe(keys.events_channel("still"))
     procs = [
         LookoutProcess(["worker"], env, "worker-still"),
         LookoutProcess(["producer", "--source", "still", "--url", str(clip)], env, "producer"),
     ]
-    client = redis.Redis.from_url(test_env["REDIS_URL"])
+    skipped: list[CycleSkipped] = []
     try:
         deadline = time.monotonic() + 60
-        while client.xlen(keys.history("still")) < 4:
+        while len(skipped) < 3:
             assert time.monotonic() < deadline, procs[0].log()
-            time.sleep(0.1)
+            message = events.get_message(timeout=0.2)
+            if message is not None:
+                event = decode_message(message["data"])
+                if isinstance(event, CycleSkipped):
+                    skipped.append(event)
     finally:
         for proc in reversed(procs):
             assert proc.stop() in (0, -signal.SIGTERM), proc.log()
+        events.close()
     texts = [
         CommentaryRecord.from_fields(fields).text
         for _, fields in client.xrange(keys.history("still"))
     ]
-    assert texts[0].startswith("Nothing is moving."), texts
-    assert "red" in texts[0] and "heading" not in " ".join(texts)
-    assert texts[1:4] == [NOTHING_NEW] * 3, texts
+    # Said once; each later cycle is a skip with its reason, not a "no change" commentary.
+    assert len(texts) == 1 and texts[0].startswith("Nothing is moving."), texts
+    assert "red" in texts[0] and "heading" not in texts[0]
+    assert all(e.reason == UNCHANGED and e.worker for e in skipped), skipped
+    stats = SourceStats.from_fields(client.hgetall(keys.worker_stats("still")))
+    assert stats.skipped >= 3 and stats.cycles == 1, stats
 
 
 def test_a_new_instruction_starts_the_memory_afresh_even_with_context_left() -> None:

@@ -13,7 +13,7 @@ import skimage.data
 
 from shared.settings import Settings
 from worker.engines import build_engine
-from worker.engines.base import Chunk, EngineError, EngineRequest, WindowFrame
+from worker.engines.base import Chunk, EngineError, EngineRequest, NothingNew, WindowFrame
 from worker.engines.cpu import CpuEngine
 from worker.engines.cpu_analysis import Detectors
 
@@ -216,9 +216,9 @@ def test_a_repeat_of_the_last_commentary_is_left_out(engine: CpuEngine) -> None:
     """More in test_cpu_commentary_truth.py: memory across cycles, asking for repeats."""
     frames = [photo("coffee")] * 4
     first = say(engine, frames)
-    second = say(engine, frames, context=[" ".join(first)])
-    assert second == ["No change since the last comment."]
-    changed = say(engine, [silhouette(field(), 320)] * 2, context=[" ".join(second)])
+    with pytest.raises(NothingNew, match="nothing new since the last comment"):
+        say(engine, frames, context=[" ".join(first)])  # the worker records a skip
+    changed = say(engine, [silhouette(field(), 320)] * 2, context=[" ".join(first)])
     assert changed[0] == "One person is visible."
     assert not set(changed) & set(first)
 

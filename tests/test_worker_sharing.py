@@ -37,7 +37,9 @@ async def register_and_feed(
     names: list[str],
     size: tuple[int, int] = (160, 90),
 ) -> list[Feeder]:
-    registry = SourceRegistry(redis, keys, settings.default_instruction)
+    # The scenes are still: an instruction that asks for repeats keeps the CPU engine
+    # commenting every cycle (else it says the scene once, then skips with "nothing new").
+    registry = SourceRegistry(redis, keys, "Describe the scene every time.")
     for name in names:
         await registry.register(name)
     return [Feeder(redis, keys, name, scene(10 + i, 0, *size)) for i, name in enumerate(names)]

@@ -2,13 +2,15 @@
 
 Events, in order: `started` (frame seqs and capture times), `first_chunk` (latency from the
 newest frame's capture to the first chunk), then `finished` or `interrupted` (text, tokens,
-duration, the history entry's id) or `failed` (error). Text chunks go out as the engine
+duration, the history entry's id), `failed` (error) or `skipped` (the engine raised
+`NothingNew`: nothing worth repeating, no history). Text chunks go out as the engine
 yields them; finished and interrupted texts are appended to the history stream before their
 event, so the event can carry the history id that SSE clients resume from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -16,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, TypedDict
 
 import redis.asyncio as aioredis
@@ -36,13 +38,14 @@ from shared.messages import (
 )
 from shared.records import CommentaryRecord
 from shared.settings import Settings
-from worker.engines.base import EngineRequest, WindowFrame
+from worker.engines.base import EngineRequest, NothingNew, WindowFrame
 from worker.open_cycles import OpenCycles
 from worker.runner import EngineFailure, EngineRunner
+from worker.snapshots import HistoryWriter, fit_snapshot
 
 log = logging.getLogger(__name__)
 
-Status = Literal["finished", "interrupted", "failed"]
+Status = Literal["finished", "interrupted", "failed", "skipped"]
 PCM_BYTES_PER_SECOND = PCM_RATE * 2  # s16le: two bytes a sample
 
 
@@ -90,6 +93,7 @@ class CycleRunner:
         # (new at every start) keeps its cycle ids apart from the previous run's.
         self._nonce = secrets.token_hex(3)
         self.open_cycles = OpenCycles(redis, keys, settings)
+        self.history = HistoryWriter(redis, keys, settings.history_maxlen)
 
     def new_cycle_id(self) -> str:
         """`WORKER-NONCE-N`: unique across workers and across restarts of one worker."""
@@ -124,6 +128,9 @@ class CycleRunner:
         )
         try:
             await self._stream(call, request, cancel, max(f.ts for f in frames))
+        except NothingNew as exc:
+            if not call.parts:  # an engine declines before its first chunk, or not at all
+                return await self._declined(call, str(exc))
         except EngineFailure as exc:
             # Only engine errors are the cycle's failure; a Redis error goes up to the loop,
             # which waits for the bus (there is no one to tell while it is gone; the open
@@ -142,6 +149,13 @@ class CycleRunner:
         info = self._runner.info
         return info.checkpoint.rstrip("/").rsplit("/", 1)[-1] or info.engine
 
+    async def _declined(self, call: _Call, reason: str) -> Outcome:
+        """The engine had nothing new to say: the started cycle ends as skipped, no history."""
+        await call.pub.event(CycleSkipped(**call.base.common(), reason=reason))
+        if call.tracked:
+            await self.open_cycles.end(call.base.source, call.base.cycle)
+        return Outcome(cycle=call.base.cycle, status="skipped")
+
     def _max_new_tokens(self) -> int:
         s = self._settings
         return s.tts_max_new_tokens if s.enable_tts else s.max_new_tokens
@@ -157,12 +171,14 @@ class CycleRunner:
         base = _EventBase(source, self.new_cycle_id(), self.worker_id, kind, ask)
         call = _Call(base, SourcePublisher(self._redis, self._keys, source), instruction, tracked)
         call.frame_seqs = [f.seq for f in frames]
+        call.frame_ts = [f.ts for f in frames]
+        call.newest = max(frames, key=lambda f: f.ts)
         await call.pub.event(
             CycleStarted(
                 **base.common(),
                 instruction=instruction,
                 frame_seqs=call.frame_seqs,
-                frame_ts=[f.ts for f in frames],
+                frame_ts=call.frame_ts,
             )
         )
         if tracked:
@@ -208,14 +224,12 @@ class CycleRunner:
     async def _finish(self, call: _Call, status: Status) -> Outcome:
         """Append the commentary to history, then announce its end with the history id."""
         base = call.base
-        record = call.record(status, self.worker_id)
-        raw_id = await self._redis.xadd(
-            self._keys.history(base.source),
-            record.to_fields(),  # type: ignore[arg-type]
-            maxlen=self._settings.history_maxlen,
-            approximate=True,
-        )
-        history_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        snapshot = b""
+        if call.newest is not None:
+            budget = self._settings.snapshot_max_bytes
+            snapshot = await asyncio.to_thread(fit_snapshot, call.newest, budget)
+        record = replace(call.record(status, self.worker_id), snapshot=bool(snapshot))
+        history_id = await self.history.append(base.source, record, snapshot)
         if call.tracked:
             await self.open_cycles.end(base.source, base.cycle)
         ended = CycleFinished if status == "finished" else CycleInterrupted
@@ -282,6 +296,8 @@ class _Call:
     instruction: str
     tracked: bool  # kept as the source's open cycle (commentary, not answers)
     frame_seqs: list[int] = field(default_factory=list)
+    frame_ts: list[float] = field(default_factory=list)
+    newest: WindowFrame | None = None  # the window's newest frame: its snapshot
     started: float = field(default_factory=time.time)
     parts: list[str] = field(default_factory=list)
     tokens: int = 0
@@ -306,4 +322,5 @@ class _Call:
             frame_seqs=self.frame_seqs,
             question=ask.question if ask else "",
             job_id=ask.job_id if ask else "",
+            frame_ts=self.frame_ts,
         )

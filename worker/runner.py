@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from worker.engines.base import Chunk, Engine, EngineInfo, EngineRequest
+from worker.engines.base import Chunk, Engine, EngineInfo, EngineRequest, NothingNew
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class EngineRunner:
                     item = await queue.get()
                     if isinstance(item, _End):
                         ended = True
+                        if isinstance(item.error, NothingNew):
+                            raise item.error  # not a failure: the cycle is skipped
                         if item.error is not None:
                             error = item.error
                             raise EngineFailure(f"{type(error).__name__}: {error}") from error

@@ -193,7 +193,8 @@ class CommentaryWorker:
         finally:
             slot.cancel, self.serving = None, None
         self.cycle_count += 1
-        slot.detector.commented(window)
+        if outcome.status != "skipped":  # a skip leaves the last commentary as the reference
+            slot.detector.commented(window)
         if outcome.status == "finished" and slot.rev == rev:
             slot.remember(outcome.text, s.context_commentaries)
             slot.last_commentary_wall = time.time()

@@ -27,6 +27,29 @@ Limit = Annotated[int, Parameter(ge=1, le=1000, description="Most entries to ret
 Before = Annotated[
     str | None, Parameter(description="Only entries older than this history id", required=False)
 ]
+Query = Annotated[
+    str | None,
+    Parameter(
+        description="Only entries whose text or question holds every word (case-insensitive "
+        "for A-Z), at most 8 words, 200 characters",
+        required=False,
+        max_length=200,
+    ),
+]
+Since = Annotated[
+    str | None,
+    Parameter(
+        description="Only entries written at or after this time: epoch seconds or ISO 8601",
+        required=False,
+    ),
+]
+Until = Annotated[
+    str | None,
+    Parameter(
+        description="Only entries written at or before this time: epoch seconds or ISO 8601",
+        required=False,
+    ),
+]
 
 
 class SourcesController(Controller):
@@ -89,7 +112,15 @@ class SourcesController(Controller):
         responses=errors(401, 404, 422),
     )
     async def history(
-        self, name: str, history: HistoryService, limit: Limit = 20, before: Before = None
+        self,
+        name: str,
+        history: HistoryService,
+        limit: Limit = 20,
+        before: Before = None,
+        q: Query = None,
+        since: Since = None,
+        until: Until = None,
     ) -> HistoryOut:
-        """Past commentaries, newest first (page back with `before`)."""
-        return await history.history(name, limit, before)
+        """Past commentaries, newest first (page back with `before`, or `next_before`);
+        `q` searches their text, `since`/`until` bound their time."""
+        return await history.history(name, limit, before, q, since, until)

@@ -76,6 +76,12 @@ class EngineInfo:
         return fields
 
 
+class NothingNew(Exception):
+    """Raised by `Engine.stream` before its first chunk when the window holds nothing worth
+    saying again: the worker records the cycle as `skipped`, with this message as the reason,
+    instead of publishing and keeping a commentary that repeats the last one."""
+
+
 class EngineError(RuntimeError):
     """An engine cannot load or run; the message tells the user what to do."""
 

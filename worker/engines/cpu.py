@@ -3,7 +3,8 @@
 Per window it measures motion, scene change, light, colours, people and faces
 (`cpu_analysis`), writes up to 4 short sentences led by what the instruction asks about
 (`cpu_words`), and yields one chunk per sentence, spoken by espeak-ng when asked (`cpu_speech`).
-It remembers what it said to each source (`cpu_memory`), so unchanged observations are said once.
+It remembers what it said to each source (`cpu_memory`), so unchanged observations are said once;
+a commentary cycle with nothing new raises `NothingNew`, which the worker records as a skip.
 """
 
 from __future__ import annotations
@@ -17,14 +18,30 @@ import cv2
 
 from shared.rule_vocabulary import ConditionError, parse_condition
 from shared.settings import Settings
-from worker.engines.base import Chunk, Engine, EngineError, EngineInfo, EngineRequest, WindowFrame
+from worker.engines.base import (
+    Chunk,
+    Engine,
+    EngineError,
+    EngineInfo,
+    EngineRequest,
+    NothingNew,
+    WindowFrame,
+)
 from worker.engines.cpu_analysis import Detectors, Measures, analyse
-from worker.engines.cpu_memory import Memory
+from worker.engines.cpu_memory import NOTHING_NEW, Memory
 from worker.engines.cpu_rules import decide
 from worker.engines.cpu_speech import find_espeak, speak
 from worker.engines.cpu_words import compose
 
 log = logging.getLogger(__name__)
+
+NOTHING_SAID = ("nothing", NOTHING_NEW)  # what `compose` gives when every sentence repeats
+# The skip reason of a cycle that would only repeat the last commentary (its leading words
+# are the metrics label).
+UNCHANGED = (
+    "nothing new since the last comment: an unchanged observation is said once (an "
+    "instruction with 'always' or 'every time' asks for repeats)"
+)
 
 
 class CpuEngine(Engine):
@@ -111,6 +128,8 @@ class CpuEngine(Engine):
             request.max_new_tokens,
             said,
         )
+        if said is not None and sentences == [NOTHING_SAID]:
+            raise NothingNew(UNCHANGED)
         executable = self._speech_executable() if request.speak else None
         for n, (topic, sentence) in enumerate(sentences):
             if cancel.is_set():

@@ -1,0 +1,69 @@
+"""Prometheus metrics of one producer process, served on PRODUCER_METRICS_PORT at /metrics.
+
+One process captures one source (`lookout producer --source`) or many (`--supervise`); every
+capture in it counts into the process's one `METRICS`, labelled by source. Frames read from
+the source (`frames_read`) are either published (`frames_published`) or dropped with a reason:
+`not_due` (read faster than DISPLAY_FPS, as a camera that sends 30 fps does) or `redis` (the
+bus was down). Reads that gave no frame count as `read_failures`; `reconnects` counts each
+back-off; `fps` is what the status hash also says (frames published a second over 5 s).
+"""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from shared.settings import Settings
+
+
+class ProducerMetrics:
+    """Counters and gauges of every capture in this process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_read = Counter(
+            "lookout_producer_frames_read", "Frames read from the source", ["source"], registry=r
+        )
+        self.frames_published = Counter(
+            "lookout_producer_frames_published",
+            "Frames appended to the source's frames stream",
+            ["source"],
+            registry=r,
+        )
+        self.frames_dropped = Counter(
+            "lookout_producer_frames_dropped",
+            "Frames read but not published: not_due (faster than DISPLAY_FPS), redis (bus down)",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.read_failures = Counter(
+            "lookout_producer_read_failures", "Reads that gave no frame", ["source"], registry=r
+        )
+        self.reconnects = Counter(
+            "lookout_producer_reconnects",
+            "Times the capture backed off to reopen the source",
+            ["source"],
+            registry=r,
+        )
+        self.fps = Gauge(
+            "lookout_producer_fps",
+            "Frames published per second over the last 5 seconds",
+            ["source"],
+            registry=r,
+        )
+        self.live = Gauge(
+            "lookout_producer_live", "1 while the source is live, else 0", ["source"], registry=r
+        )
+
+
+METRICS = ProducerMetrics()  # the process's one set: every capture counts here
+
+
+def serve(settings: Settings) -> WSGIServer:
+    """Serve METRICS on SERVER_HOST:PRODUCER_METRICS_PORT; OSError when the port is taken."""
+    server, _ = start_http_server(
+        settings.producer_metrics_port, settings.server_host, registry=METRICS.registry
+    )
+    return server
