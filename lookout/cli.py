@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "check, patch or synthesise (random weights) a MiniCPM-o checkpoint",
     ),
     "health": ("lookout.health", "exit 0 if this container's process is healthy"),
+    "livekit": ("bridge.cli", "bring sources to LiveKit rooms and LiveKit cameras in as sources"),
 }
 
 

@@ -21,6 +21,7 @@ GROUP_TITLES = {
     "speech": "Speech",
     "page": "Page",
     "process": "Process",
+    "livekit": "LiveKit",
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,9 @@ def _check_consistency(s: Settings) -> None:
         )
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")
+    if s.livekit_url and not s.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
+        raise SettingsError(f"LIVEKIT_URL={s.livekit_url!r}: expected ws://, wss://, http:// or https://")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", s.livekit_room_prefix):
+        raise SettingsError(
+            f"LIVEKIT_ROOM_PREFIX={s.livekit_room_prefix!r}: up to 64 letters, digits, '-', '_' or '.'"
+        )

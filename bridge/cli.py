@@ -1,0 +1,106 @@
+"""`lookout livekit`: serve LiveKit-enabled sources' rooms; `--check` tests the server once;
+`--init-env` writes a fresh LIVEKIT_API_KEY/LIVEKIT_API_SECRET pair into the env file.
+
+Exit codes: 0 stopped by a signal (or check passed, keys written); 1 the check failed;
+2 LiveKit is not configured (LIVEKIT_URL, key or secret missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+KEY_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bridge-id", default="", help="name in room claims and heartbeat")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check that LIVEKIT_URL answers and accepts the key and secret, then exit",
+    )
+    parser.add_argument(
+        "--init-env",
+        action="store_true",
+        help="write a new LIVEKIT_API_KEY and LIVEKIT_API_SECRET into the env file (--env-file) "
+        "unless it has them; the compose `livekit` profile gives the server the same pair",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.init_env:
+        print(init_env(Path(args.env_file)))
+        return 0
+    missing = [
+        name
+        for name, value in (
+            ("LIVEKIT_URL", settings.livekit_url),
+            *zip(KEY_NAMES, (settings.livekit_api_key, settings.livekit_api_secret), strict=True),
+        )
+        if not value
+    ]
+    if missing:
+        print(f"lookout livekit: set {', '.join(missing)} (docs/livekit.md)", file=sys.stderr)
+        return 2
+    if args.check:
+        return asyncio.run(_check(settings))
+    return asyncio.run(_serve(settings, args.bridge_id))
+
+
+def init_env(path: Path) -> str:
+    """Append a random key and secret to `path` (created mode 600) unless both are set there."""
+    from shared.settings_env import read_env_file
+
+    present = read_env_file(path) if path.is_file() else {}
+    if all(present.get(name) for name in KEY_NAMES):
+        return f"{path} already has {' and '.join(KEY_NAMES)}; left as it is"
+    values = {
+        "LIVEKIT_API_KEY": f"lookout{secrets.token_hex(4)}",
+        "LIVEKIT_API_SECRET": secrets.token_urlsafe(32),
+    }
+    lines = [f"{name}={values[name]}" for name in KEY_NAMES if not present.get(name)]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            out.write("\n")
+        out.write("# LiveKit credentials (lookout livekit --init-env)\n" + "\n".join(lines) + "\n")
+    return f"wrote {', '.join(n for n in KEY_NAMES if not present.get(n))} to {path}"
+
+
+async def _check(settings: Settings) -> int:
+    from bridge.livekit_room import check_server
+    from bridge.room import RoomError
+    from shared.livekit_rooms import room_name
+
+    try:
+        await check_server(settings, room_name(settings, "check"))
+    except RoomError as exc:
+        print(f"lookout livekit: {exc}", file=sys.stderr)
+        return 1
+    print(f"LiveKit at {settings.livekit_url} answers and accepts the key")
+    return 0
+
+
+async def _serve(settings: Settings, bridge_id: str) -> int:
+    from bridge.livekit_room import LiveKitRoom
+    from bridge.service import Bridge, new_bridge_id
+    from shared.bus import connect_redis
+
+    redis = connect_redis(settings.redis_url)
+    bridge_id = bridge_id or new_bridge_id()
+    bridge = Bridge(redis, settings, lambda name: LiveKitRoom(settings, name, bridge_id), bridge_id)
+    try:
+        await bridge.run()
+    finally:
+        await redis.aclose()
+    return 0
