@@ -6,7 +6,9 @@ audio). `SpeechBuffer` holds what is still to be played, by cycle, so an interru
 speech is cut the way `/audio` listeners stop hearing it. `AudioPacer` hands out one frame per
 period against deadlines counted from its start (start + n × period), never by sleeping a
 period after each frame, so lateness of one wake-up is not added to the next: no drift over
-hours (tests/test_livekit_audio.py measures it with a simulated clock).
+hours (tests/test_livekit_audio.py measures it with a simulated clock). It stays LEAD_FRAMES
+ahead of the clock: the SDK's `AudioSource` plays its queue out in real time and fills any
+underrun with silence, so a wake-up a few ms late would otherwise put gaps into words.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ MAX_BUFFER_S = 120.0  # speech queued beyond this is dropped, oldest first (a st
 # instead of sending the missed frames in one burst.
 RESYNC_S = 0.5
 BYTES_PER_SAMPLE = 2  # s16le mono
+LEAD_FRAMES = 4  # frames sent ahead of the clock (80 ms): absorbs a late wake-up
 
 
 class Clock(Protocol):
@@ -116,6 +119,7 @@ class AudioPacer:
         sink: Callable[[rtc.AudioFrame], Awaitable[None]],
         clock: Clock | None = None,
         frame_ms: int = FRAME_MS,
+        lead_frames: int = LEAD_FRAMES,
     ) -> None:
         if frame_ms not in (10, 20):
             raise ValueError(f"frame_ms={frame_ms}: LiveKit takes 10 or 20 ms frames")
@@ -124,6 +128,7 @@ class AudioPacer:
         self._clock = clock or MonotonicClock()
         self.period = frame_ms / 1000
         self.samples = PCM_RATE * frame_ms // 1000
+        self.lead = lead_frames
         self.frames = 0  # frames sent
         self.resyncs = 0  # times the count started again after a stall
         self.started_at = 0.0
@@ -131,7 +136,7 @@ class AudioPacer:
 
     def drift(self) -> float:
         """Seconds the audio sent is behind (+) or ahead (-) of the clock since the start."""
-        sent = (self.frames + self._skipped) * self.period
+        sent = (self.frames + self._skipped - self.lead) * self.period
         return (self._clock.now() - self.started_at) - sent
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -142,7 +147,7 @@ class AudioPacer:
             await self._sink(audio_frame(self.buffer.take(self.samples)))
             self.frames += 1
             count += 1
-            due = start + count * self.period
+            due = start + (count - self.lead) * self.period
             late = clock.now() - due
             if late > RESYNC_S:
                 missed = int(late / self.period)
@@ -150,5 +155,5 @@ class AudioPacer:
                 self.resyncs += 1
                 self._skipped += missed
                 count += missed
-                due = start + count * self.period
+                due = start + (count - self.lead) * self.period
             await clock.sleep(max(0.0, due - clock.now()))

@@ -24,7 +24,7 @@ from livekit import rtc
 
 from producers.status import StatusWriter
 from shared.bus import REDIS_ERRORS
-from shared.claims import Claims, producer_of
+from shared.claims import INGEST_OWNER, Claims, producer_of
 from shared.jpeg import JpegError, check_pixels
 from shared.keys import Keys
 from shared.publisher import FramePublisher, SourceRemoved
@@ -33,6 +33,18 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 CAMERA_OWNER = "livekit "  # producer claims held by a bridge's camera start with this
+
+
+def describe_holder(claim: str | None) -> str | None:
+    """Who a producer claim's value names, in words a room participant may read (no host
+    names or job ids)."""
+    if claim is None:
+        return None
+    if claim.startswith(CAMERA_OWNER):
+        return f"the LiveKit camera of {claim.rsplit(' ', 1)[-1]}"
+    if claim.startswith(INGEST_OWNER):
+        return "a browser's webcam"
+    return "a producer supervisor"
 
 
 class CameraRefused(Exception):
@@ -73,8 +85,10 @@ class CameraIn:
         other = await producer_of(self._redis, Keys(self._settings.key_prefix), self.source)
         if other is None and await self._claims.hold(self.source, self.owner):
             return
-        holder = other or await self._claims.holder(self.source) or "another feeder"
-        raise CameraRefused(f"source {self.source!r} is already fed by {holder}")
+        holder = describe_holder(await self._claims.holder(self.source)) or other
+        raise CameraRefused(
+            f"source {self.source!r} is already fed by {holder or 'another feeder'}"
+        )
 
     async def run(self, frames: AsyncIterator[rtc.VideoFrame], stop: asyncio.Event) -> str:
         """Publish frames until the track ends, `stop` is set, or the claim is lost; the claim
@@ -140,9 +154,6 @@ class CameraIn:
 
 
 async def frames_of(stream: rtc.VideoStream) -> AsyncIterator[rtc.VideoFrame]:
-    """The frames of a LiveKit video stream, closed when the iteration ends."""
-    try:
-        async for event in stream:
-            yield event.frame
-    finally:
-        await stream.aclose()
+    """The frames of a LiveKit video stream (its owner closes it)."""
+    async for event in stream:
+        yield event.frame

@@ -49,6 +49,8 @@ class MessageRouter:
         self._send = send
         self.sent = 0
         self.cut_bytes = 0
+        self.subscription: Subscription | None = None
+        self.on_cut: Callable[[], None] | None = None  # also drop what the SDK has queued
 
     async def route(self, message: AnyMessage) -> None:
         if isinstance(message, AudioChunk):
@@ -59,6 +61,8 @@ class MessageRouter:
             return
         if isinstance(message, CycleInterrupted):
             self.cut_bytes += self._speech.cut(message.cycle)
+            if self.on_cut is not None:
+                self.on_cut()
         payload = data_payload(message)
         if payload is not None:
             await self._send(payload)
@@ -66,6 +70,6 @@ class MessageRouter:
 
     async def run(self, redis_url: str, keys: Keys) -> None:
         """Route every message of the source's channels until cancelled."""
-        subscription = Subscription(redis_url, source_channels(keys, self.source))
-        async for _, message in subscription.messages():
+        self.subscription = Subscription(redis_url, source_channels(keys, self.source))
+        async for _, message in self.subscription.messages():
             await self.route(message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from livekit import rtc
@@ -26,9 +27,22 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AUDIO_QUEUE_MS = 100  # the SDK's own buffer: short, so a cut is heard at once
+AUDIO_QUEUE_MS = 200  # the SDK's own buffer: above the pacer's lead; cleared on a cut
 SPEECH_TRACK = "lookout-speech"
 VIDEO_TRACK = "lookout-video"
+
+
+@dataclass
+class RunningCamera:
+    """A participant's camera feeding the source."""
+
+    task: asyncio.Task[str]
+    stop: asyncio.Event
+    stream: rtc.VideoStream
+
+    def stream_closer(self) -> asyncio.Task[None]:
+        """Close the stream of a camera that ended by itself (in the background)."""
+        return asyncio.create_task(self.stream.aclose())
 
 
 class SourceSession:
@@ -53,7 +67,7 @@ class SourceSession:
         self._clock = clock
         self.pacer: AudioPacer | None = None
         self.video: VideoPump | None = None
-        self.cameras: dict[str, tuple[asyncio.Task[str], asyncio.Event]] = {}
+        self.cameras: dict[str, RunningCamera] = {}
         self.joined = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> str:
@@ -61,13 +75,14 @@ class SourceSession:
         await self.room.connect()
         audio = rtc.AudioSource(PCM_RATE, 1, queue_size_ms=AUDIO_QUEUE_MS)
         edge = self._settings.max_frame_edge
-        video = rtc.VideoSource(edge, edge * 9 // 16)
+        video = rtc.VideoSource(edge, edge)  # the most a frame can be: never scaled up to fit
         ended = asyncio.Event()
         tasks: list[asyncio.Task[object]] = []
         try:
             await self.room.publish(rtc.LocalAudioTrack.create_audio_track(SPEECH_TRACK, audio))
             await self.room.publish(rtc.LocalVideoTrack.create_video_track(VIDEO_TRACK, video))
             self.pacer = AudioPacer(self.speech, audio.capture_frame, self._clock)
+            self.router.on_cut = audio.clear_queue
             self.video = VideoPump(self._redis, self._settings, self.source, video.capture_frame)
             keys = Keys(self._settings.key_prefix)
             tasks = [
@@ -81,15 +96,11 @@ class SourceSession:
             return await _until_over(stop, self.room.disconnected, tasks)
         finally:
             ended.set()
-            for camera_task, camera_stop in self.cameras.values():
-                camera_stop.set()
-                camera_task.cancel()
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(
-                *tasks, *(t for t, _ in self.cameras.values()), return_exceptions=True
-            )
-            self.cameras.clear()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for identity in list(self.cameras):
+                await self._stop_camera(identity)
             with contextlib.suppress(Exception):  # leaving a broken connection may fail too
                 await self.room.close()
             await audio.aclose()
@@ -99,7 +110,7 @@ class SourceSession:
             event = await self.room.cameras.get()
             self._forget_finished()
             if event.track is None:
-                self._stop_camera(event.identity)
+                await self._stop_camera(event.identity)
             elif self._settings.livekit_camera_in:
                 await self._start_camera(event)
 
@@ -119,17 +130,20 @@ class SourceSession:
         stream = rtc.VideoStream(event.track, capacity=1, format=rtc.VideoBufferType.RGBA)
         stop = asyncio.Event()
         task = asyncio.create_task(camera.run(frames_of(stream), stop))
-        self.cameras[event.identity] = (task, stop)
+        self.cameras[event.identity] = RunningCamera(task, stop, stream)
 
-    def _stop_camera(self, identity: str) -> None:
+    async def _stop_camera(self, identity: str) -> None:
         running = self.cameras.pop(identity, None)
-        if running is not None:
-            running[1].set()
-            running[0].cancel()
+        if running is None:
+            return
+        running.stop.set()
+        running.task.cancel()
+        await asyncio.gather(running.task, return_exceptions=True)  # status stopped, claim freed
+        await running.stream.aclose()
 
     def _forget_finished(self) -> None:
-        for identity in [i for i, (task, _) in self.cameras.items() if task.done()]:
-            del self.cameras[identity]
+        for identity in [i for i, c in self.cameras.items() if c.task.done()]:
+            self.cameras.pop(identity).stream_closer()
 
 
 async def _until_over(

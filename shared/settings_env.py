@@ -152,7 +152,14 @@ def _check_consistency(s: Settings) -> None:
     if not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"REDIS_URL={s.redis_url!r}: expected redis://, rediss:// or unix://")
     if s.livekit_url and not s.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
-        raise SettingsError(f"LIVEKIT_URL={s.livekit_url!r}: expected ws://, wss://, http:// or https://")
+        raise SettingsError(
+            f"LIVEKIT_URL={s.livekit_url!r}: expected ws://, wss://, http:// or https://"
+        )
+    if s.livekit_api_secret and len(s.livekit_api_secret) < 32:
+        # LiveKit servers refuse shorter secrets; the message never shows the secret itself.
+        raise SettingsError(
+            f"LIVEKIT_API_SECRET: at least 32 characters (this one has {len(s.livekit_api_secret)})"
+        )
     if not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", s.livekit_room_prefix):
         raise SettingsError(
             f"LIVEKIT_ROOM_PREFIX={s.livekit_room_prefix!r}: up to 64 letters, digits, '-', '_' or '.'"
