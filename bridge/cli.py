@@ -20,6 +20,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 KEY_NAMES = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+DEFAULT_PUBLIC_URL = "ws://localhost:7880"  # the compose profile's server, seen from this host
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,23 +59,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def init_env(path: Path) -> str:
-    """Append a random key and secret to `path` (created mode 600) unless both are set there."""
+    """Append a random key and secret to `path` (created mode 600) unless both are set there,
+    and LIVEKIT_PUBLIC_URL (the compose server on this machine) unless it is set."""
     from shared.settings_env import read_env_file
 
     present = read_env_file(path) if path.is_file() else {}
-    if all(present.get(name) for name in KEY_NAMES):
-        return f"{path} already has {' and '.join(KEY_NAMES)}; left as it is"
-    values = {
+    wanted = {
         "LIVEKIT_API_KEY": f"lookout{secrets.token_hex(4)}",
         "LIVEKIT_API_SECRET": secrets.token_urlsafe(32),
+        "LIVEKIT_PUBLIC_URL": DEFAULT_PUBLIC_URL,
     }
-    lines = [f"{name}={values[name]}" for name in KEY_NAMES if not present.get(name)]
+    if all(present.get(name) for name in KEY_NAMES):
+        del wanted["LIVEKIT_API_KEY"], wanted["LIVEKIT_API_SECRET"]  # never rotate a pair
+    missing = {name: value for name, value in wanted.items() if not present.get(name)}
+    if not missing:
+        return f"{path} already has {', '.join(KEY_NAMES)} and LIVEKIT_PUBLIC_URL; left as it is"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as out:
         if path.stat().st_size and not path.read_bytes().endswith(b"\n"):
             out.write("\n")
-        out.write("# LiveKit credentials (lookout livekit --init-env)\n" + "\n".join(lines) + "\n")
-    return f"wrote {', '.join(n for n in KEY_NAMES if not present.get(n))} to {path}"
+        lines = [f"{name}={value}" for name, value in missing.items()]
+        out.write("# LiveKit (lookout livekit --init-env)\n" + "\n".join(lines) + "\n")
+    return f"wrote {', '.join(missing)} to {path}"
 
 
 async def _check(settings: Settings) -> int:

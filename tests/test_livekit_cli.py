@@ -10,10 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
+from lookout import health
 from shared.keys import Keys
-from shared.settings_env import read_env_file
+from shared.records import LivekitBeat
+from shared.settings import Settings
+from shared.settings_env import load_settings, read_env_file
 from tests.helpers import REPO, LookoutProcess, free_port
 
 SECRET = "cli-test-secret-that-must-never-be-printed"
@@ -100,10 +104,23 @@ def test_init_env_writes_a_matching_pair_once(tmp_path: Path, test_env: dict[str
     assert values["SERVER_PORT"] == "8300"
     assert values["LIVEKIT_API_KEY"].startswith("lookout")
     assert len(values["LIVEKIT_API_SECRET"]) >= 32
+    assert values["LIVEKIT_PUBLIC_URL"] == "ws://localhost:7880"
     assert values["LIVEKIT_API_SECRET"] not in first.stdout
+    load_settings(values, env_file=None)  # a valid pair: the secret is long enough
     second = lookout("livekit", "--init-env", env=test_env, env_file=str(env_file))
     assert "left as it is" in second.stdout
     assert read_env_file(env_file) == values  # never rotated behind the server's back
     fresh = tmp_path / "new.env"
     assert lookout("livekit", "--init-env", env=test_env, env_file=str(fresh)).returncode == 0
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+
+
+def test_the_health_check_finds_this_hosts_bridge(settings: Settings, keys: Keys) -> None:
+    assert health.role_from_cmdline(["/sbin/docker-init", "--", "lookout", "livekit"]) == "livekit"
+    with pytest.raises(health.Unhealthy, match="no bridge heartbeat from host box1"):
+        health.check_livekit(settings, 1, host="box1")
+    client = redis.Redis.from_url(settings.redis_url)
+    beat = LivekitBeat(rooms="door", host="box1", pid=7, updated_at=time.time())
+    client.hset(keys.livekit_bridge("box1-7-abc"), mapping=beat.to_fields())  # type: ignore[arg-type]
+    client.close()
+    assert "rooms: door" in health.check_livekit(settings, 1, host="box1")
