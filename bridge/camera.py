@@ -79,6 +79,8 @@ class CameraIn:
         self.publisher = FramePublisher(redis, settings, source, url=url)
         self.published = 0
         self.rejected = 0  # frames over MAX_INGEST_PIXELS
+        self.lost = False  # the producer claim went to someone else
+        self._last_frame = 0.0
 
     async def take(self) -> None:
         """Take the producer claim, or raise CameraRefused naming who feeds the source."""
@@ -92,31 +94,30 @@ class CameraIn:
 
     async def run(self, frames: AsyncIterator[rtc.VideoFrame], stop: asyncio.Event) -> str:
         """Publish frames until the track ends, `stop` is set, or the claim is lost; the claim
-        must have been taken. Returns why it ended."""
+        must have been taken. Returns why it ended; the status says `stopped` after it."""
         await self.status.set_state("live")
-        lost = asyncio.Event()
-        keeper = asyncio.create_task(self._keep_claim(stop, lost))
+        self._last_frame = time.monotonic()
+        publishing = asyncio.create_task(self._publish(frames))
+        stopping = asyncio.create_task(stop.wait())
+        keeper = asyncio.create_task(self._keep_claim(publishing))
         beats = asyncio.create_task(self.status.heartbeat(stop))
         try:
-            return await self._publish(frames, stop, lost)
+            await asyncio.wait({publishing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if publishing.done() and not publishing.cancelled():
+                return publishing.result()
+            return "claim lost" if self.lost else "stopped"
         finally:
-            keeper.cancel()
-            beats.cancel()
-            await asyncio.gather(keeper, beats, return_exceptions=True)
+            for task in (publishing, stopping, keeper, beats):
+                task.cancel()
+            await asyncio.gather(publishing, stopping, keeper, beats, return_exceptions=True)
             await self.status.set_state("stopped")
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._claims.release(self.source, self.owner)
 
-    async def _publish(
-        self, frames: AsyncIterator[rtc.VideoFrame], stop: asyncio.Event, lost: asyncio.Event
-    ) -> str:
+    async def _publish(self, frames: AsyncIterator[rtc.VideoFrame]) -> str:
         period = 1.0 / self._settings.capture_fps
         next_due = 0.0
         async for frame in frames:
-            if stop.is_set():
-                return "stopped"
-            if lost.is_set():
-                return "claim lost"
             now = time.monotonic()
             if now < next_due:
                 continue
@@ -136,19 +137,28 @@ class CameraIn:
                 log.warning("%s: camera frame not published: %s", self.source, exc)
                 continue
             self.published += 1
+            self._last_frame = time.monotonic()
             self.status.frame(record.ts)
+            if self.status.state != "live":
+                await self.status.set_state("live")
         return "track ended"
 
-    async def _keep_claim(self, stop: asyncio.Event, lost: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _keep_claim(self, publishing: asyncio.Task[str]) -> None:
+        """Renew the claim (stopping the camera when it is lost) and mark a stalled camera."""
+        stall = self._settings.stall_timeout
+        while True:
             await asyncio.sleep(self._settings.claim_ttl / 3)
             try:
                 if not await self._claims.renew(self.source, self.owner):
                     log.warning(
                         "%s: producer claim lost; camera of %s stops", self.source, self.identity
                     )
-                    lost.set()
+                    self.lost = True
+                    publishing.cancel()
                     return
+                quiet = time.monotonic() - self._last_frame
+                if quiet > stall and self.status.state == "live":
+                    await self.status.set_state("reconnecting", error=f"no frame for {quiet:.0f} s")
             except REDIS_ERRORS as exc:
                 log.warning("%s: producer claim not renewed: %s", self.source, exc)
 

@@ -104,6 +104,7 @@ class SourceSession:
             with contextlib.suppress(Exception):  # leaving a broken connection may fail too
                 await self.room.close()
             await audio.aclose()
+            await video.aclose()
 
     async def _watch_cameras(self, ended: asyncio.Event) -> None:
         while not ended.is_set():

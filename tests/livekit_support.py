@@ -91,12 +91,10 @@ class InProcessRooms:
         self._make = make
 
     def __call__(self, name: str) -> BridgeRoom:
-        if self._make is not None and name not in self.failing:
-            made = self._make(name)
-            if not isinstance(made, InProcessRoom):
-                return made
-        room = InProcessRoom(name, self.failing.get(name))
-        self.rooms[name] = room
+        room = self._make(name) if self._make is not None else InProcessRoom(name)
+        if isinstance(room, InProcessRoom):
+            room.fail = self.failing.get(name, room.fail)
+            self.rooms[name] = room
         return room
 
 

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from livekit import rtc
 
 from api.streams import sse
+from bridge.camera import CameraIn, frames_of
 from bridge.livekit_room import LiveKitRoom
 from bridge.room import BridgeRoom
 from bridge.service import Bridge
@@ -309,3 +310,40 @@ async def test_which_sources_get_a_room(
     assert await want("", {"c": True}) == ["c"]
     assert await want("a,phone, bad name!", {}) == ["a", "phone"]  # listed before it exists
     assert await want("a", {"a": False}) == []
+
+
+async def test_a_stalled_camera_shows_reconnecting_and_one_that_loses_its_claim_stops(
+    redis_client: aioredis.Redis, test_env: dict[str, str], keys: Keys
+) -> None:
+    settings = bridge_settings(test_env, STALL_TIMEOUT="0.5", MAX_FRAME_EDGE="256")
+    camera = CameraIn(redis_client, settings, "desk", "b1", "carol")
+    await camera.take()
+    source = rtc.VideoSource(320, 180)
+    track = rtc.LocalVideoTrack.create_video_track("cam", source)
+    stream = rtc.VideoStream(track, capacity=1, format=rtc.VideoBufferType.RGBA)
+    stop = asyncio.Event()
+    running = asyncio.create_task(camera.run(frames_of(stream), stop))
+    picture = cv2.imdecode(np.frombuffer(make_jpeg(1), np.uint8), cv2.IMREAD_COLOR)
+    try:
+        while camera.published < 2:
+            source.capture_frame(rgba_frame(picture))
+            await asyncio.sleep(0.05)
+        # No frames for longer than STALL_TIMEOUT: the status says so, the claim is kept.
+        await until_async(lambda: _state(redis_client, keys, "desk"), "reconnecting")
+        error = await redis_client.hget(keys.producer_status("desk"), "error")  # type: ignore[misc]
+        assert error is not None and error.startswith(b"no frame for")
+        # Frames again: live again.
+        source.capture_frame(rgba_frame(picture))
+        await until_async(lambda: _state(redis_client, keys, "desk"), "live")
+        # Someone else takes the claim (an operator, a supervisor after a Redis restart):
+        # the camera stops feeding within a renewal period.
+        await redis_client.set(keys.producer_claim("desk"), "sup9 capture:desk:1", px=60_000)
+        assert await asyncio.wait_for(running, 10) == "claim lost"
+    finally:
+        stop.set()
+        await asyncio.gather(running, return_exceptions=True)
+        await stream.aclose()
+    assert await _state(redis_client, keys, "desk") == "stopped"
+    assert (
+        await redis_client.get(keys.producer_claim("desk")) == b"sup9 capture:desk:1"
+    )  # not ours to free
