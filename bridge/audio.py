@@ -132,11 +132,11 @@ class AudioPacer:
         self.frames = 0  # frames sent
         self.resyncs = 0  # times the count started again after a stall
         self.started_at = 0.0
-        self._skipped = 0  # frame periods skipped by resyncs
+        self.skipped = 0  # frame periods skipped by resyncs
 
     def drift(self) -> float:
         """Seconds the audio sent is behind (+) or ahead (-) of the clock since the start."""
-        sent = (self.frames + self._skipped - self.lead) * self.period
+        sent = (self.frames + self.skipped - self.lead) * self.period
         return (self._clock.now() - self.started_at) - sent
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -153,7 +153,7 @@ class AudioPacer:
                 missed = int(late / self.period)
                 log.warning("audio pacer %.2f s behind: skipping %d frames", late, missed)
                 self.resyncs += 1
-                self._skipped += missed
+                self.skipped += missed
                 count += missed
                 due = start + (count - self.lead) * self.period
             await clock.sleep(max(0.0, due - clock.now()))

@@ -48,6 +48,7 @@ class MessageRouter:
         self._speech = speech
         self._send = send
         self.sent = 0
+        self.failed = 0
         self.cut_bytes = 0
         self.subscription: Subscription | None = None
         self.on_cut: Callable[[], None] | None = None  # also drop what the SDK has queued
@@ -64,9 +65,15 @@ class MessageRouter:
             if self.on_cut is not None:
                 self.on_cut()
         payload = data_payload(message)
-        if payload is not None:
+        if payload is None:
+            return
+        try:
             await self._send(payload)
-            self.sent += 1
+        except Exception as exc:  # a room that is going away: its disconnect ends the session
+            self.failed += 1
+            log.warning("%s: data message not sent: %s", self.source, exc)
+            return
+        self.sent += 1
 
     async def run(self, redis_url: str, keys: Keys) -> None:
         """Route every message of the source's channels until cancelled."""

@@ -40,10 +40,6 @@ class RunningCamera:
     stop: asyncio.Event
     stream: rtc.VideoStream
 
-    def stream_closer(self) -> asyncio.Task[None]:
-        """Close the stream of a camera that ended by itself (in the background)."""
-        return asyncio.create_task(self.stream.aclose())
-
 
 class SourceSession:
     """The bridge's work in the room of `source` while it is joined."""
@@ -109,7 +105,7 @@ class SourceSession:
     async def _watch_cameras(self, ended: asyncio.Event) -> None:
         while not ended.is_set():
             event = await self.room.cameras.get()
-            self._forget_finished()
+            await self._forget_finished()
             if event.track is None:
                 await self._stop_camera(event.identity)
             elif self._settings.livekit_camera_in:
@@ -117,6 +113,7 @@ class SourceSession:
 
     async def _start_camera(self, event: CameraEvent) -> None:
         assert event.track is not None
+        await self._stop_camera(event.identity)  # the same participant published again
         camera = CameraIn(self._redis, self._settings, self.source, self._bridge_id, event.identity)
         try:
             await camera.take()
@@ -125,7 +122,12 @@ class SourceSession:
             notice = SourceNotice(source=self.source, what="camera_refused", detail=str(exc))
             payload = data_payload(notice)
             assert payload is not None  # a notice always has one
-            await self.room.send_data(payload, to=[event.identity])
+            try:
+                await self.room.send_data(payload, to=[event.identity])
+            except Exception as send_error:  # the participant left meanwhile: nobody to tell
+                log.warning(
+                    "%s: refusal not sent to %s: %s", self.source, event.identity, send_error
+                )
             return
         log.info("%s: camera of %s is the source's producer now", self.source, event.identity)
         stream = rtc.VideoStream(event.track, capacity=1, format=rtc.VideoBufferType.RGBA)
@@ -142,9 +144,10 @@ class SourceSession:
         await asyncio.gather(running.task, return_exceptions=True)  # status stopped, claim freed
         await running.stream.aclose()
 
-    def _forget_finished(self) -> None:
+    async def _forget_finished(self) -> None:
+        """Drop cameras that ended by themselves (track ended, claim lost, source removed)."""
         for identity in [i for i, c in self.cameras.items() if c.task.done()]:
-            self.cameras.pop(identity).stream_closer()
+            await self._stop_camera(identity)
 
 
 async def _until_over(

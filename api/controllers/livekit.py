@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, post
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import ClientException, PermissionDeniedException
 
 from api import routes
 from api.auth import CONTROL, authenticate, require_scope
 from api.controllers import CHANGES, SECURED, errors
-from api.errors import Conflict, ServiceUnavailable, UnknownSourceError
+from api.errors import Conflict, UnknownSourceError
 from api.livekit_tokens import livekit_configured, mint_livekit_token
 from api.schemas import LivekitTokenIn, LivekitTokenOut
 from api.state import AppState
@@ -27,17 +27,17 @@ class LivekitController(Controller):
         routes.LIVEKIT_TOKEN,
         name="livekit:token",
         operation_id="createLivekitToken",
-        responses=errors(401, *CHANGES, 404, 409, 413, 422, 503),
+        responses=errors(401, *CHANGES, 404, 409, 413, 422),
     )
     async def token(
         self, request: Request[Any, Any, Any], name: str, data: LivekitTokenIn, lookout: AppState
     ) -> LivekitTokenOut:
         """A token for the source's LiveKit room, valid for joining LIVEKIT_TOKEN_TTL seconds:
         subscribe only, or with `publish` (control keys) also send a camera, which becomes the
-        source's producer. 503 when LiveKit is not configured, 409 when the source has no room."""
+        source's producer. 400 when LiveKit is not configured, 409 when the source has no room."""
         settings = lookout.settings
         if not livekit_configured(settings):
-            raise ServiceUnavailable(
+            raise ClientException(
                 detail="LiveKit is not configured here (LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET)"
             )
         if data.publish and lookout.keyring.enabled:
