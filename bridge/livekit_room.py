@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import re
 
 import aiohttp
 from livekit import api, rtc
@@ -29,6 +30,15 @@ def http_url(url: str) -> str:
     return "http" + url[2:] if url.startswith("ws") else url
 
 
+_TOKEN_IN_URL = re.compile(r"(access_token=)[^&\s\"']+")
+
+
+def redact_tokens(text: str) -> str:
+    """`text` with any `access_token=` value masked: the SDK's errors may quote the signalling
+    URL, which carries the bot's token (a credential to join, valid BOT_TOKEN_TTL)."""
+    return _TOKEN_IN_URL.sub(r"\1***", text)
+
+
 def describe_server_error(url: str, exc: BaseException) -> str:
     """What an operator should read when the Room Service call failed."""
     if isinstance(exc, api.TwirpError):
@@ -38,7 +48,9 @@ def describe_server_error(url: str, exc: BaseException) -> str:
                 "LIVEKIT_API_SECRET match the server's keys (LIVEKIT_KEYS)"
             )
         return f"LiveKit at {url} answered {exc.status} {exc.code}: {exc.message}"
-    return f"LiveKit at {url} is unreachable ({type(exc).__name__}: {exc}); is LIVEKIT_URL right?"
+    return redact_tokens(
+        f"LiveKit at {url} is unreachable ({type(exc).__name__}: {exc}); is LIVEKIT_URL right?"
+    )
 
 
 def bot_token(settings: Settings, room: str, bridge_id: str) -> str:
@@ -123,7 +135,8 @@ class LiveKitRoom:
             await self._room.connect(self._settings.livekit_url, token, options)
         except rtc.ConnectError as exc:
             raise RoomError(
-                f"could not join room {self.name!r} at {self._settings.livekit_url}: {exc}"
+                f"could not join room {self.name!r} at {self._settings.livekit_url}: "
+                + redact_tokens(str(exc))
             ) from None
 
     async def publish(self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack) -> None:

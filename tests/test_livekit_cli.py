@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from livekit.api import TwirpError
 
+from bridge.livekit_room import describe_server_error, redact_tokens
 from lookout import health
 from shared.keys import Keys
 from shared.records import LivekitBeat
@@ -124,3 +126,19 @@ def test_the_health_check_finds_this_hosts_bridge(settings: Settings, keys: Keys
     client.hset(keys.livekit_bridge("box1-7-abc"), mapping=beat.to_fields())  # type: ignore[arg-type]
     client.close()
     assert "rooms: door" in health.check_livekit(settings, 1, host="box1")
+
+
+def test_error_messages_name_the_cause_and_carry_no_token() -> None:
+    url = "ws://rtc.example.org:7880"
+    refused = describe_server_error(url, TwirpError("unauthenticated", "invalid token", status=401))
+    assert refused.startswith(f"LiveKit at {url} refused the credentials")
+    assert "LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in refused
+    other = describe_server_error(url, TwirpError("internal", "boom", status=500))
+    assert other == f"LiveKit at {url} answered 500 internal: boom"
+    down = describe_server_error(url, ConnectionRefusedError(111, "Connection refused"))
+    assert down.startswith(f"LiveKit at {url} is unreachable")
+    leaked = "failed: ws://h:7880/rtc?sdk=python&access_token=eyJhbGciOi.x.y&auto_subscribe=1"
+    assert (
+        redact_tokens(leaked)
+        == "failed: ws://h:7880/rtc?sdk=python&access_token=***&auto_subscribe=1"
+    )
