@@ -71,13 +71,13 @@ def create_app(settings: Settings) -> Litestar:
     state = AppState(settings)
     return Litestar(
         route_handlers=[
+            LivekitController,
             SourcesController,
             StreamsController,
             AsksController,
             StatusController,
             PublicController,
             TokensController,
-            LivekitController,
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,
