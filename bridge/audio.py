@@ -3,7 +3,8 @@
 The worker publishes speech in bursts faster than real time; a WebRTC track wants one frame
 every 20 ms, silence included (a track that stops sending makes receivers stretch or drop
 audio). `SpeechBuffer` holds what is still to be played, by cycle, so an interrupted cycle's
-speech is cut the way `/audio` listeners stop hearing it. `AudioPacer` hands out one frame per
+queued speech is dropped at once (the worker stops sending it, as `/audio` listeners see; what
+the bridge had buffered ahead of real time would otherwise still play). `AudioPacer` hands out one frame per
 period against deadlines counted from its start (start + n × period), never by sleeping a
 period after each frame, so lateness of one wake-up is not added to the next: no drift over
 hours (tests/test_livekit_audio.py measures it with a simulated clock). It stays LEAD_FRAMES
