@@ -160,6 +160,7 @@ async def test_speech_reaches_a_subscriber_through_a_real_audio_source() -> None
         await stream.aclose()
         await source.aclose()
     got = np.concatenate(heard)
-    start = int(np.flatnonzero(got)[0])
-    assert got[start : start + len(speech)].tolist() == speech.tolist()
-    assert not got[start + len(speech) :].any()  # then silence, still one frame per period
+    # Every sample in order, then silence (still one frame per period). A stall of a loaded
+    # machine longer than the pacer's lead may insert silence inside, so zeros are skipped.
+    assert got[got != 0].tolist() == speech.tolist()
+    assert len(got) >= FRAME * 15

@@ -116,8 +116,9 @@ async def test_a_room_gets_commentary_speech_and_video(
             raise AssertionError("audio stream ended")
 
         got_audio = await asyncio.wait_for(listen(len(speech)), 15)
-        first = int(np.flatnonzero(got_audio)[0])
-        assert got_audio[first : first + len(speech)].tolist() == speech.tolist()
+        # Every sample, in order (a stall of this loaded machine may insert silence: the SDK
+        # fills an underrun, which the pacer's lead makes rare, not impossible).
+        assert got_audio[got_audio != 0].tolist() == speech.tolist()
         # Video: the newest frame of the stream, as an RGBA frame of its size.
         seen = room.video_stream()
         await add_frame(redis_client, keys, "cam", 1, make_jpeg(2))
