@@ -58,6 +58,9 @@ if [ "$mode" = test ]; then
 else
   "${pip[@]}" -e .
 fi
+# The page's LiveKit client (npm registry, pinned); without it only the LiveKit options fail.
+.venv/bin/python -m lookout.vendor ||
+  echo "bootstrap: livekit-client not fetched; the page's LiveKit options will say so" >&2
 
 if [ "$mode" = up ]; then
   exec .venv/bin/lookout up "$@"

@@ -15,6 +15,7 @@ from api.boundary import check_boundary
 from api.controllers.asks import AsksController
 from api.controllers.frames import WindowFramesController
 from api.controllers.history import HistoryController
+from api.controllers.livekit import LivekitController
 from api.controllers.rules import RulesController
 from api.controllers.sources import SourcesController
 from api.controllers.status import PublicController, StatusController
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> Litestar:
     state = AppState(settings)
     return Litestar(
         route_handlers=[
+            LivekitController,
             SourcesController,
             StreamsController,
             AsksController,

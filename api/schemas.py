@@ -206,3 +206,26 @@ class TokenOut(msgspec.Struct):
     scope: str
     source: str
     expires_at: float
+
+
+class LivekitTokenIn(Request):
+    """What a LiveKit room token is for: watching, or also sending a camera."""
+
+    publish: Annotated[
+        bool,
+        Meta(
+            description="Also publish a camera into the room, which becomes the source's "
+            "producer (control keys only)"
+        ),
+    ] = False
+
+
+class LivekitTokenOut(msgspec.Struct):
+    """A LiveKit token for one source's room, and where to use it."""
+
+    token: str
+    url: str  # the LiveKit server (LIVEKIT_PUBLIC_URL or LIVEKIT_URL)
+    room: str
+    identity: str
+    can_publish: bool
+    expires_at: float  # joining is allowed until then (epoch s)

@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "health": ("lookout.health", "exit 0 if this container's process is healthy"),
     "alerts": ("alerts.cli", "deliver watch-rule alerts over webhooks and MQTT"),
+    "livekit": ("bridge.cli", "bring sources to LiveKit rooms and LiveKit cameras in as sources"),
 }
 
 

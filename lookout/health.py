@@ -8,6 +8,8 @@ is registered in lookout/cli.py). Each role checks what its process proves to ot
   otherwise any worker whose `host` field is this host name (ids default to `host-pid`).
 - producer: Redis answers PING. The supervisor has no heartbeat key of its own, and
   per-source producer keys only exist while it captures something.
+- livekit: a LiveKit bridge on this host has a heartbeat `Keys.livekit_bridge(id)` (it is
+  healthy while it retries an unreachable server: its heartbeat lists the errors).
 - auto: the role is read from PID 1's command line (`lookout worker ...`), so one image
   healthcheck fits every service; other subcommands fall back to the producer check.
 
@@ -28,11 +30,11 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from shared.keys import Keys
-from shared.records import RecordError, WorkerBeat, decode_hash
+from shared.records import LivekitBeat, RecordError, WorkerBeat, decode_hash
 from shared.settings import Settings, SettingsError
 from shared.settings_env import load_settings
 
-ROLES = ("api", "worker", "producer", "alerts", "auto")
+ROLES = ("api", "worker", "producer", "alerts", "livekit", "auto")
 TIMEOUT_S = 3.0
 
 
@@ -59,7 +61,7 @@ def role_from_cmdline(argv: Sequence[str]) -> str:
         if arg == "--env-file":
             next(rest, None)
         elif not arg.startswith("-"):
-            return arg if arg in ("api", "worker", "alerts") else "producer"
+            return arg if arg in ("api", "worker", "alerts", "livekit") else "producer"
     return "producer"
 
 
@@ -149,6 +151,26 @@ def check_alerts(settings: Settings, timeout: float, host: str | None = None) ->
         client.close()
 
 
+def check_livekit(settings: Settings, timeout: float, host: str | None = None) -> str:
+    """`lookout livekit` beats in `Keys.livekit_bridge`: one from this host is healthy."""
+    client = _redis(settings, timeout)
+    keys = Keys(settings.key_prefix)
+    host = host or socket.gethostname()
+    try:
+        for key in client.scan_iter(match=keys.livekit_bridge("*"), count=100):
+            try:
+                beat = LivekitBeat.from_fields(client.hgetall(key))  # type: ignore[arg-type]
+            except RecordError:
+                continue
+            if beat.host == host:
+                return f"livekit ok: heartbeat {key.decode()} (rooms: {beat.rooms or 'none'})"
+        raise Unhealthy(f"livekit unhealthy: no bridge heartbeat from host {host}")
+    except redis.RedisError as exc:
+        raise Unhealthy(f"Redis error at {settings.redis_url}: {exc}") from None
+    finally:
+        client.close()
+
+
 def check(role: str, settings: Settings, timeout: float = TIMEOUT_S) -> str:
     """Run the check of `role`; return a one-line report, or raise Unhealthy."""
     if role == "auto":
@@ -159,6 +181,8 @@ def check(role: str, settings: Settings, timeout: float = TIMEOUT_S) -> str:
         return check_worker(settings, timeout)
     if role == "alerts":
         return check_alerts(settings, timeout)
+    if role == "livekit":
+        return check_livekit(settings, timeout)
     return check_producer(settings, timeout)
 
 

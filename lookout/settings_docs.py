@@ -22,6 +22,7 @@ GROUP_TITLES = {
     "page": "Page",
     "process": "Process",
     "alerts": "Watch rules and alerts",
+    "livekit": "LiveKit",
 }
 
 

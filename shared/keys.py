@@ -136,6 +136,15 @@ class Keys:
     def worker_pattern(self) -> str:
         return f"{self.prefix}:worker:*"
 
+    def livekit_bridge(self, bridge_id: str) -> str:
+        """HASH heartbeat of one LiveKit bridge (rooms it serves). TTL HEARTBEAT_TTL."""
+        return f"{self.prefix}:livekit:{bridge_id}"
+
+    def livekit_claim(self, source: str) -> str:
+        """STRING: id of the LiveKit bridge serving this source's room. TTL CLAIM_TTL, renewed
+        by its owner (the bridge's counterpart of `producer_claim`)."""
+        return self._per_source(source, "livekit")
+
     @property
     def key_usage(self) -> str:
         """HASH api-key fingerprint -> request count. No TTL."""

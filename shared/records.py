@@ -356,3 +356,32 @@ def _scalar(text: str) -> str | int | float:
 
 # The hash fields WorkerBeat names; any other field of the hash is the engine's (`extra`).
 BEAT_FIELDS = frozenset(WorkerBeat.__struct_fields__) - {"extra"}
+
+
+class LivekitBeat(msgspec.Struct, frozen=True, kw_only=True):
+    """A LiveKit bridge's heartbeat hash (`Keys.livekit_bridge`): the rooms it serves."""
+
+    rooms: str = ""  # comma-separated source names whose rooms it holds
+    errors: str = ""  # `source: error` of rooms it cannot join now, `; `-separated
+    pid: int = 0
+    host: str = ""
+    updated_at: float = 0.0
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "rooms": self.rooms,
+            "errors": self.errors,
+            "pid": str(self.pid),
+            "host": self.host,
+            "updated_at": f"{self.updated_at:.3f}",
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Fields) -> LivekitBeat:
+        return cls(
+            rooms=_text(fields, "rooms", ""),
+            errors=_text(fields, "errors", ""),
+            pid=_number(fields, "pid", int, 0),
+            host=_text(fields, "host", ""),
+            updated_at=_number(fields, "updated_at", float, 0.0),
+        )

@@ -441,6 +441,47 @@ class Settings:
         "alerts",
     )
 
+    # --- LiveKit ---
+    livekit_url: str = _var(
+        "",
+        "LiveKit server the bridge (`lookout livekit`) joins, ws:// or wss:// (empty: LiveKit off)",
+        "livekit",
+    )
+    livekit_public_url: str = _var(
+        "",
+        "LiveKit URL handed to browsers with their tokens (empty: LIVEKIT_URL)",
+        "livekit",
+    )
+    livekit_api_key: str = _var("", "API key of the LiveKit server", "livekit")
+    livekit_api_secret: str = _var(
+        "", "API secret of the LiveKit server (signs room tokens)", "livekit", secret=True
+    )
+    livekit_room_prefix: str = _var(
+        "lookout-", "A source's LiveKit room is this prefix plus the source name", "livekit"
+    )
+    livekit_sources: str = _var(
+        "*",
+        "Sources the bridge brings to LiveKit by default: `*` (all), comma-separated names "
+        "(joined even before they exist, for cameras sent in), or empty (none); a source's "
+        "`livekit` option overrides it",
+        "livekit",
+    )
+    livekit_token_ttl: float = _var(
+        300.0,
+        "Seconds a LiveKit room token from POST /api/sources/NAME/livekit-token allows joining",
+        "livekit",
+        lo=10,
+        hi=86_400,
+    )
+    livekit_max_rooms: int = _var(
+        32, "Most rooms one bridge process serves at once", "livekit", lo=1, hi=10_000
+    )
+    livekit_camera_in: bool = _var(
+        True,
+        "A camera published in a source's room becomes that source's producer",
+        "livekit",
+    )
+
     @property
     def ingest_pixel_limit(self) -> int:
         """MAX_INGEST_PIXELS, or its automatic value: frames are never bigger than the longest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,16 @@ def _check_consistency(s: Settings) -> None:
             raise SettingsError(f"REDIS_URL: {exc}") from None
         if s.redis_cluster:
             raise SettingsError("REDIS_CLUSTER=true takes a redis:// node URL, not Sentinel's")
+    if s.livekit_url and not s.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
+        raise SettingsError(
+            f"LIVEKIT_URL={s.livekit_url!r}: expected ws://, wss://, http:// or https://"
+        )
+    if s.livekit_api_secret and len(s.livekit_api_secret) < 32:
+        # LiveKit servers refuse shorter secrets; the message never shows the secret itself.
+        raise SettingsError(
+            f"LIVEKIT_API_SECRET: at least 32 characters (this one has {len(s.livekit_api_secret)})"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{0,64}", s.livekit_room_prefix):
+        raise SettingsError(
+            f"LIVEKIT_ROOM_PREFIX={s.livekit_room_prefix!r}: up to 64 letters, digits, '-', '_' or '.'"
+        )

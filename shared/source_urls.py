@@ -42,6 +42,7 @@ class SourceOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     max_edge: int | None = None  # MAX_FRAME_EDGE
     fps: float | None = None  # DISPLAY_FPS
     jpeg_quality: int | None = None  # JPEG_QUALITY
+    livekit: bool | None = None  # LIVEKIT_SOURCES: bring it to its LiveKit room
 
     def __post_init__(self) -> None:
         if self.max_edge is not None and not 64 <= self.max_edge <= 7680:

@@ -25,7 +25,17 @@ from tests.helpers import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_CPU = REPO / "docker-compose.cpu.yml"
-SERVICES = {"redis", "worker", "api", "proxy", "producer", "livekit", "alerts", "mosquitto"}
+SERVICES = {
+    "redis",
+    "worker",
+    "api",
+    "proxy",
+    "producer",
+    "livekit",
+    "alerts",
+    "mosquitto",
+    "livekit-bridge",
+}
 LOOKOUT_IMAGES = {"lookout:cpu", "lookout:gpu"}
 # Interpolated variables that belong to third-party services, not to Lookout's settings.
 # Compose's own: where the proxy publishes the API (not a Lookout setting).
@@ -173,7 +183,13 @@ def test_dependencies_wait_for_healthy_services(services: dict[str, dict[str, An
 def test_lookout_services_run_lookout_subcommands_with_matching_healthchecks(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    roles = {"worker": "worker", "api": "api", "producer": "producer", "alerts": "alerts"}
+    roles = {
+        "worker": "worker",
+        "api": "api",
+        "producer": "producer",
+        "alerts": "alerts",
+        "livekit-bridge": "livekit",
+    }
     found = lookout_services(services)
     assert set(found) == set(roles)
     for name, service in found.items():
@@ -278,7 +294,12 @@ def test_livekit_is_optional_and_redis_persists_to_a_volume(
 ) -> None:
     assert services["livekit"]["profiles"] == ["livekit"]
     assert services["mosquitto"]["profiles"] == ["mqtt"]
-    assert sorted(n for n, s in services.items() if "profiles" in s) == ["livekit", "mosquitto"]
+    assert services["livekit-bridge"]["profiles"] == ["livekit"]
+    assert sorted(n for n, s in services.items() if "profiles" in s) == [
+        "livekit",
+        "livekit-bridge",
+        "mosquitto",
+    ]
     assert "./infra/livekit.yaml:/etc/livekit.yaml:ro" in services["livekit"]["volumes"]
     assert "redis-data:/data" in services["redis"]["volumes"]
     assert set(compose["volumes"]) == {"redis-data", "hf-cache", "compile-cache", "mosquitto-data"}
@@ -315,3 +336,42 @@ def test_docker_compose_config_accepts_the_files(files: list[str]) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_livekit_profile_shares_one_credential_pair_between_server_and_bridge(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The server's keys are the pair the bridge and the API read from .env, so they can never
+    # differ; the bridge reaches the server by its service name and waits for it to be healthy.
+    server, bridge = services["livekit"], services["livekit-bridge"]
+    assert server["environment"]["LIVEKIT_KEYS"] == "${LIVEKIT_API_KEY:-}: ${LIVEKIT_API_SECRET:-}"
+    assert bridge["command"] == ["livekit"]
+    assert bridge["environment"]["LIVEKIT_URL"] == "ws://livekit:7880"
+    assert bridge["depends_on"]["livekit"] == {"condition": "service_healthy"}
+    assert bridge["env_file"] == [{"path": ".env", "required": False}]
+    settings = load_settings(
+        {
+            "LIVEKIT_URL": bridge["environment"]["LIVEKIT_URL"],
+            "LIVEKIT_API_KEY": "k",
+            "LIVEKIT_API_SECRET": "s" * 32,
+        },
+        env_file=None,
+    )
+    assert settings.livekit_url == "ws://livekit:7880"
+    # The ports a real deployment opens are the ones infra/livekit.yaml configures.
+    config = yaml.safe_load((REPO / "infra/livekit.yaml").read_text())
+    rtc = config["rtc"]
+    assert server["ports"] == [
+        f"{config['port']}:{config['port']}",
+        f"{rtc['tcp_port']}:{rtc['tcp_port']}",
+        f"{rtc['port_range_start']}-{rtc['port_range_end']}:{rtc['port_range_start']}-{rtc['port_range_end']}/udp",
+    ]
+    docs = (REPO / "docs/livekit.md").read_text()
+    for port in (
+        str(config["port"]),
+        str(rtc["tcp_port"]),
+        f"{rtc['port_range_start']}-{rtc['port_range_end']}",
+        "3478",
+        "5349",
+    ):
+        assert port in docs, f"docs/livekit.md does not mention port {port}"
