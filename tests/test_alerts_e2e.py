@@ -74,8 +74,9 @@ class Stack:
     processes: list[LookoutProcess] = field(default_factory=list)
 
     async def cycles(self) -> int:
-        raw = await self.redis.hget(self.keys.worker_stats(SOURCE), "cycles")  # type: ignore[misc]
-        return int(raw or 0)
+        """Windows the engine looked at: commentaries, and those with nothing new to say."""
+        stats = await self.redis.hmget(self.keys.worker_stats(SOURCE), ["cycles", "skipped"])  # type: ignore[misc]
+        return sum(int(raw or 0) for raw in stats)
 
     async def alerts(self) -> list[AlertEvent]:
         return [from_fields(f) for _, f in await self.redis.xrange(self.keys.alerts)]

@@ -198,14 +198,18 @@ class CommentaryWorker:
         if outcome.status == "finished" and slot.rev == rev:
             slot.remember(outcome.text, s.context_commentaries)
             slot.last_commentary_wall = time.time()
-        if outcome.status == "finished":  # after the commentary: it never waits for rules
+        # After the commentary (it never waits for rules). A window the engine looked at and
+        # found nothing new in is decided too: debounce counts consecutive windows, and a
+        # person standing still is "nothing new" to say but still "a person is visible".
+        if outcome.status in ("finished", "skipped"):
+            said = outcome.text or (slot.context[-1] if slot.context else "")
             await self.rules.after_commentary(
                 slot.name,
                 [w.frame for w in window],
                 slot.instruction,
                 outcome.cycle,
                 outcome.history_id,
-                outcome.text,
+                said,
             )
         stat: status.StatName = "cycles" if outcome.status == "finished" else outcome.status
         await status.count(
