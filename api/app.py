@@ -13,6 +13,7 @@ from litestar.static_files import create_static_files_router
 from api import routes
 from api.boundary import check_boundary
 from api.controllers.asks import AsksController
+from api.controllers.models import ModelsController
 from api.controllers.sources import SourcesController
 from api.controllers.status import PublicController, StatusController
 from api.controllers.streams import StreamsController
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> Litestar:
             StatusController,
             PublicController,
             TokensController,
+            ModelsController,
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,

@@ -19,6 +19,7 @@ from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS, Subscription, connect_redis
 from shared.keys import Keys
 from shared.messages import InstructionChanged
+from shared.models import required_models
 from shared.settings import Settings
 from shared.sources import SourceRegistry
 from worker import status
@@ -28,6 +29,7 @@ from worker.engines.base import Engine, WindowFrame
 from worker.frames import StreamFrames, current_buffer
 from worker.instructions import InstructionKeeper
 from worker.leases import Leases
+from worker.model_switch import ModelSwitcher, SpeedMeter, served_model
 from worker.runner import EngineRunner
 from worker.scheduler import Scheduler, SourceSlot, bounded_context
 from worker.sharing import LeaseKeeper
@@ -63,8 +65,14 @@ class CommentaryWorker:
         self.cycle_count = 0
         self.started_at = time.time()
         self.serving: SourceSlot | None = None
+        self.model_id = served_model(settings)
+        self.speed = SpeedMeter()
+        self.switcher = ModelSwitcher(self)
 
     # --- what the lease keeper calls ---
+    async def required_models(self) -> dict[str, str]:
+        return await required_models(self.redis, self.keys)
+
     def gain(self, source: str) -> None:
         log.info("%s: now commenting on %s", self.worker_id, source)
         self.scheduler.add(source)
@@ -181,6 +189,8 @@ class CommentaryWorker:
             slot.cancel, self.serving = None, None
         self.cycle_count += 1
         slot.detector.commented(window)
+        if outcome.status == "finished":
+            self.speed.add(outcome.tokens, outcome.duration_ms)
         if outcome.status == "finished" and slot.rev == rev:
             slot.remember(outcome.text, s.context_commentaries)
             slot.last_commentary_wall = time.time()
@@ -225,6 +235,8 @@ class CommentaryWorker:
             self.cycle_count,
             self.started_at,
             self.settings.heartbeat_ttl,
+            model=self.model_id,
+            tokens_per_s=self.speed.rate,
         )
 
     # --- lifetime ---
@@ -239,6 +251,7 @@ class CommentaryWorker:
             asyncio.create_task(self.frames.run(stop)),
             asyncio.create_task(self.keeper.run(stop)),
             asyncio.create_task(self._heartbeat_loop(stop)),
+            asyncio.create_task(self.switcher.run(stop)),
         ]
         asks = asyncio.create_task(run_ask_worker(self.settings, self.asks, stop, grace))
         try:

@@ -1,0 +1,121 @@
+"""A real OpenAI-compatible server for tests: `transformers serve` on tiny random-weight VLMs.
+
+`./bootstrap.sh test` installs transformers (requirements/openai-serve.txt) into its own
+virtual environment, `.cache/tf-serve`, which sees the project's `.venv` (torch) through a
+`.pth` file: the project itself stays on transformers 4.51.0. The checkpoints are built once per
+test session by `tests/openai_tiny_vlm.py` into a Hugging Face cache folder, so the server
+lists them on `/v1/models` and loads them offline by their ids.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import REPO, free_port
+
+SERVE_ENV = REPO / ".cache" / "tf-serve"
+SERVE_PYTHON = SERVE_ENV / "bin" / "python"
+MODEL_A = "lookout/tiny-vlm"
+MODEL_B = "lookout/tiny-vlm-b"
+
+
+def serve_version() -> str:
+    """The transformers version `transformers serve` runs (for docs and failure messages)."""
+    done = subprocess.run(
+        [str(SERVE_PYTHON), "-c", "import transformers; print(transformers.__version__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def build_checkpoints(hub: Path, *repo_ids: str) -> None:
+    """Random-weight tiny VLMs under `hub` (a Hugging Face cache folder)."""
+    if not SERVE_PYTHON.exists():
+        raise RuntimeError(f"{SERVE_ENV} is missing: run ./bootstrap.sh test to install it")
+    subprocess.run(
+        [str(SERVE_PYTHON), str(REPO / "tests" / "openai_tiny_vlm.py"), str(hub), *repo_ids],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+class ServeProcess:
+    """`transformers serve` on a free port, optionally requiring an API key; restartable."""
+
+    def __init__(self, hub: Path, key: str = "") -> None:
+        self.hub = hub
+        self.key = key
+        self.port = free_port()
+        self.log_path = Path(tempfile.mkstemp(prefix="lookout-tf-serve-", suffix=".log")[1])
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 60.0) -> ServeProcess:
+        env = {
+            **os.environ,
+            "HF_HUB_CACHE": str(self.hub),
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+            "OMP_NUM_THREADS": "1",
+        }
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"]
+        args += ["--log-level", "info", "--format", "quiet"]
+        launcher = str(REPO / "tests" / "openai_serve_launcher.py")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(SERVE_PYTHON), launcher, self.key or "-", *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_healthy(timeout)
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"transformers serve not healthy after {timeout}s:\n{self.log()}")
+
+    def warm(self, model: str) -> None:
+        """One tiny request, so the model is loaded before a test times anything."""
+        body = {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        request = urllib.request.Request(
+            f"{self.base_url}/chat/completions", json.dumps(body).encode(), headers
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Kill it (like a crash: streams in flight break)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
