@@ -2,7 +2,7 @@
 
 Run by the interpreter of `.cache/tf-serve`: `python tests/openai_serve_launcher.py KEY ARGS...`
 runs `transformers serve ARGS...`, the real server, with one addition: when KEY is not `-`,
-every request without `Authorization: Bearer KEY` is answered 401 with an OpenAI-style error
+every request to /v1 without `Authorization: Bearer KEY` is answered 401 with an OpenAI-style error
 body (transformers serve itself has no key option). The check wraps the server's ASGI app.
 """
 
@@ -22,12 +22,17 @@ def require_key(app: Any, key: str) -> Any:
     expected = f"Bearer {key}".encode()
 
     async def guarded(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):  # /health stays open
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, expected):
                 body = json.dumps(
-                    {"error": {"message": "Invalid API key", "type": "invalid_request_error",
-                               "code": "invalid_api_key"}}
+                    {
+                        "error": {
+                            "message": "Invalid API key",
+                            "type": "invalid_request_error",
+                            "code": "invalid_api_key",
+                        }
+                    }
                 ).encode()
                 headers = [(b"content-type", b"application/json")]
                 await send({"type": "http.response.start", "status": 401, "headers": headers})

@@ -24,6 +24,7 @@ SERVE_ENV = REPO / ".cache" / "tf-serve"
 SERVE_PYTHON = SERVE_ENV / "bin" / "python"
 MODEL_A = "lookout/tiny-vlm"
 MODEL_B = "lookout/tiny-vlm-b"
+OPENAI_TEST_KEY = "sk-test-" + "7f3a9c" * 4  # the key the test server accepts; never in a log
 
 
 def serve_version() -> str:
@@ -90,12 +91,14 @@ class ServeProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"transformers serve exited:\n{self.log()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
                     return
             except OSError:
                 time.sleep(0.1)
+        self.stop()
         raise TimeoutError(f"transformers serve not healthy after {timeout}s:\n{self.log()}")
 
     def warm(self, model: str) -> None:
@@ -115,7 +118,8 @@ class ServeProcess:
 
     def stop(self) -> None:
         """Kill it (like a crash: streams in flight break)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self.proc = None

@@ -63,9 +63,7 @@ def build(hub: Path, repo_id: str, seed: int = 0) -> Path:
         tokenizer_object=bpe, pad_token="<pad>", chat_template=TEMPLATE
     )
     tokenizer.add_special_tokens({"additional_special_tokens": specials[1:]})
-    images = CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    )
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     processor = LlavaProcessor(
         image_processor=images,
         tokenizer=tokenizer,

@@ -138,12 +138,10 @@ class OpenAIEngine(Engine):
         try:
             while True:
                 item = out.get()
-                if item is _END:
-                    break
+                if item is _END or cancel.is_set():
+                    break  # what the server sent after a cancel is not said
                 if isinstance(item, BaseException):
                     raise item
-                if cancel.is_set():
-                    break  # what the server sent after the cancel is not said
                 yield self._spoken(item, speak_text)
         finally:
             left.set()
@@ -171,11 +169,12 @@ class OpenAIEngine(Engine):
                 task.cancel()  # closes the HTTP stream: the server stops generating
                 break
             await asyncio.wait({task}, timeout=CANCEL_POLL_S)
-        with contextlib.suppress(asyncio.CancelledError):
-            try:
-                await task
-            except BaseException as exc:
-                out.put(exc)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass  # cut off on purpose: the stream just ends
+        except Exception as exc:
+            out.put(exc)
         out.put(_END)
 
     async def _pump(self, request: EngineRequest, speak_text: bool, out: queue.Queue[Any]) -> None:
