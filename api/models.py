@@ -124,9 +124,7 @@ class ModelService(Service):
         if base_url and base_url.strip().rstrip("/") not in allowed_base_urls(
             s.openai_base_url, s.openai_allowed_base_urls
         ):
-            raise FieldError(
-                "base_url", "not one of OPENAI_BASE_URL and OPENAI_ALLOWED_BASE_URLS"
-            )
+            raise FieldError("base_url", "not one of OPENAI_BASE_URL and OPENAI_ALLOWED_BASE_URLS")
         current = await read_switch(self.redis, self.keys, worker)
         if current is not None and current.state in ("pending", "switching"):
             if time.time() - current.updated_at < SWITCH_WAIT_S:

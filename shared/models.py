@@ -135,7 +135,9 @@ async def write_switch(redis: aioredis.Redis, keys: Keys, worker: str, switch: M
     await redis.hset(keys.worker_model(worker), mapping=stamped.to_fields())  # type: ignore[misc]
 
 
-async def serving_workers(redis: aioredis.Redis, keys: Keys, max_age: float) -> dict[str, WorkerBeat]:
+async def serving_workers(
+    redis: aioredis.Redis, keys: Keys, max_age: float
+) -> dict[str, WorkerBeat]:
     """Workers whose heartbeat is younger than `max_age` seconds, by id."""
     workers: dict[str, WorkerBeat] = {}
     now = time.time()

@@ -310,16 +310,18 @@ class Settings:
     )
     openai_base_url: str = _var(
         "http://127.0.0.1:8000/v1",
-        "ENGINE=openai: base URL of the OpenAI-compatible server (vLLM, SGLang, Ollama, "
+        "openai engine: base URL of the OpenAI-compatible server (vLLM, SGLang, Ollama, "
         "llama.cpp, transformers serve, a hosted API); /chat/completions is added to it",
         "inference",
     )
     openai_model: str = _var(
-        "", "ENGINE=openai: the model id sent to the server (required with ENGINE=openai)", "inference"
+        "",
+        "openai engine: the model id sent to the server (required with ENGINE=openai)",
+        "inference",
     )
     openai_api_key: str = _var(
         "",
-        "ENGINE=openai: API key sent as `Authorization: Bearer` (empty: none); never logged",
+        "openai engine: API key sent as `Authorization: Bearer` (empty: none); never logged",
         "inference",
         secret=True,
     )
@@ -331,28 +333,28 @@ class Settings:
     )
     openai_timeout: float = _var(
         60.0,
-        "ENGINE=openai: seconds to wait for the server to answer, and between two streamed chunks",
+        "openai engine: seconds to wait for the server to answer, and between two streamed chunks",
         "inference",
         lo=1,
         hi=3600,
     )
     openai_retries: int = _var(
         4,
-        "ENGINE=openai: tries of a request on 429, 5xx or a lost connection before it fails",
+        "openai engine: tries of a request on 429, 5xx or a lost connection before it fails",
         "inference",
         lo=1,
         hi=20,
     )
     openai_image_max_edge: int = _var(
         0,
-        "ENGINE=openai: frames with a longer edge are downscaled to it before sending (0: sent "
+        "openai engine: frames with a longer edge are downscaled to it before sending (0: sent "
         "as stored)",
         "inference",
         lo=0,
         hi=7680,
     )
     openai_temperature: float = _var(
-        0.7, "ENGINE=openai: sampling temperature sent to the server", "inference", lo=0, hi=2
+        0.7, "openai engine: sampling temperature sent to the server", "inference", lo=0, hi=2
     )
 
     # --- Speech ---
@@ -372,7 +374,7 @@ class Settings:
     espeak_voice: str = _var("en", "espeak-ng voice of the CPU engine", "speech")
     openai_speech: str = _var(
         "local",
-        "ENGINE=openai with ENABLE_TTS: `server` asks the server for audio (falls back to local), "
+        "openai engine with ENABLE_TTS: `server` asks the server for audio (falls back to local), "
         "`local` speaks the text with espeak-ng, `off` stays silent",
         "speech",
         choices=OPENAI_SPEECH,

@@ -60,13 +60,11 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def openai_hub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def openai_hub() -> Path:
     """A Hugging Face cache folder holding two tiny random-weight VLMs (ENGINE=openai tests)."""
     from tests.openai_server import MODEL_A, MODEL_B, build_checkpoints
 
-    path = tmp_path_factory.mktemp("hf-hub")
-    build_checkpoints(path, MODEL_A, MODEL_B)
-    return path
+    return build_checkpoints(MODEL_A, MODEL_B)
 
 
 @pytest.fixture(scope="session")

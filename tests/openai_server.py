@@ -9,8 +9,11 @@ lists them on `/v1/models` and loads them offline by their ids.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,6 +25,7 @@ from tests.helpers import REPO, free_port
 
 SERVE_ENV = REPO / ".cache" / "tf-serve"
 SERVE_PYTHON = SERVE_ENV / "bin" / "python"
+HUB_CACHE = REPO / ".cache" / "openai-test-hub"
 MODEL_A = "lookout/tiny-vlm"
 MODEL_B = "lookout/tiny-vlm-b"
 OPENAI_TEST_KEY = "sk-test-" + "7f3a9c" * 4  # the key the test server accepts; never in a log
@@ -38,16 +42,32 @@ def serve_version() -> str:
     return done.stdout.strip()
 
 
-def build_checkpoints(hub: Path, *repo_ids: str) -> None:
-    """Random-weight tiny VLMs under `hub` (a Hugging Face cache folder)."""
+def build_checkpoints(*repo_ids: str) -> Path:
+    """A Hugging Face cache folder holding random-weight tiny VLMs named `repo_ids`.
+
+    Built once and kept under `.cache/openai-test-hub/`, in a folder named after a hash of
+    the builder, so a changed builder builds afresh (building takes as long as importing torch).
+    """
     if not SERVE_PYTHON.exists():
         raise RuntimeError(f"{SERVE_ENV} is missing: run ./bootstrap.sh test to install it")
+    builder = REPO / "tests" / "openai_tiny_vlm.py"
+    digest = hashlib.sha256(builder.read_bytes() + "\0".join(repo_ids).encode()).hexdigest()
+    hub = HUB_CACHE / digest[:16]
+    if hub.is_dir():
+        return hub
+    HUB_CACHE.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix="building-", dir=HUB_CACHE))
     subprocess.run(
-        [str(SERVE_PYTHON), str(REPO / "tests" / "openai_tiny_vlm.py"), str(hub), *repo_ids],
+        [str(SERVE_PYTHON), str(builder), str(building), *repo_ids],
         check=True,
         capture_output=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
+    with contextlib.suppress(OSError):  # another session built it meanwhile: use theirs
+        building.rename(hub)
+    if building.exists():
+        shutil.rmtree(building)
+    return hub
 
 
 class ServeProcess:

@@ -108,5 +108,5 @@ def build(hub: Path, repo_id: str, seed: int = 0) -> Path:
 
 
 if __name__ == "__main__":
-    for repo_id in sys.argv[2:]:
-        print(build(Path(sys.argv[1]), repo_id))
+    for n, repo_id in enumerate(sys.argv[2:]):
+        print(build(Path(sys.argv[1]), repo_id, seed=n))

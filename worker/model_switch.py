@@ -107,9 +107,7 @@ class ModelSwitcher:
             raise SwitchError(str(exc)) from None
         base_url = switch.base_url.strip().rstrip("/") or s.openai_base_url
         if base_url.rstrip("/") not in self._allowed:
-            raise SwitchError(
-                "that base URL is not in OPENAI_BASE_URL or OPENAI_ALLOWED_BASE_URLS"
-            )
+            raise SwitchError("that base URL is not in OPENAI_BASE_URL or OPENAI_ALLOWED_BASE_URLS")
         return dataclasses.replace(s, openai_model=model, openai_base_url=base_url)
 
     async def apply(self, switch: ModelSwitch) -> None:
@@ -124,8 +122,12 @@ class ModelSwitcher:
             await w.keeper.release_all("model switch")
             await w.runner.swap(build_engine(settings))
         except (EngineError, SwitchError) as exc:
-            log.warning("%s: switch to %s failed, serving %s: %s", w.worker_id, switch.model, previous, exc)
-            failed = msgspec.structs.replace(switch, state="failed", error=str(exc), previous=previous)
+            log.warning(
+                "%s: switch to %s failed, serving %s: %s", w.worker_id, switch.model, previous, exc
+            )
+            failed = msgspec.structs.replace(
+                switch, state="failed", error=str(exc), previous=previous
+            )
             await self._record(failed)
         else:
             w.settings, w.model_id = settings, served_model(settings)

@@ -53,7 +53,9 @@ def parse_event(payload: str) -> Delta | None:
     try:
         event = json.loads(payload)
     except ValueError:
-        raise EngineError(f"the server streamed something that is not JSON: {payload[:80]!r}") from None
+        raise EngineError(
+            f"the server streamed something that is not JSON: {payload[:80]!r}"
+        ) from None
     if not isinstance(event, dict):
         raise EngineError(f"the server streamed {type(event).__name__}, not a completion chunk")
     if "error" in event:  # vLLM and SGLang report errors met mid-stream this way
