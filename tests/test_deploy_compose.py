@@ -25,7 +25,7 @@ from tests.helpers import REPO
 
 COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_CPU = REPO / "docker-compose.cpu.yml"
-SERVICES = {"redis", "worker", "api", "proxy", "producer", "livekit"}
+SERVICES = {"redis", "worker", "api", "proxy", "producer", "livekit", "vllm", "worker-openai"}
 LOOKOUT_IMAGES = {"lookout:cpu", "lookout:gpu"}
 # Interpolated variables that belong to third-party services, not to Lookout's settings.
 # Compose's own: where the proxy publishes the API (not a Lookout setting).
@@ -158,7 +158,7 @@ def test_services_restart_policies_and_healthchecks(services: dict[str, dict[str
 
 def test_dependencies_wait_for_healthy_services(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
-        if name == "redis":
+        if name in ("redis", "vllm"):  # vLLM needs nothing else
             continue
         depends = service["depends_on"]
         assert isinstance(depends, dict) and depends, name
@@ -173,7 +173,7 @@ def test_dependencies_wait_for_healthy_services(services: dict[str, dict[str, An
 def test_lookout_services_run_lookout_subcommands_with_matching_healthchecks(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    roles = {"worker": "worker", "api": "api", "producer": "producer"}
+    roles = {"worker": "worker", "api": "api", "producer": "producer", "worker-openai": "worker"}
     found = lookout_services(services)
     assert set(found) == set(roles)
     for name, service in found.items():
@@ -276,7 +276,11 @@ def test_livekit_is_optional_and_redis_persists_to_a_volume(
     compose: dict[str, Any], services: dict[str, dict[str, Any]]
 ) -> None:
     assert services["livekit"]["profiles"] == ["livekit"]
-    assert [n for n, s in services.items() if "profiles" in s] == ["livekit"]
+    assert [n for n, s in services.items() if "profiles" in s] == [
+        "livekit",
+        "vllm",
+        "worker-openai",
+    ]
     assert "./infra/livekit.yaml:/etc/livekit.yaml:ro" in services["livekit"]["volumes"]
     assert "redis-data:/data" in services["redis"]["volumes"]
     assert set(compose["volumes"]) == {"redis-data", "hf-cache", "compile-cache"}
@@ -313,3 +317,25 @@ def test_docker_compose_config_accepts_the_files(files: list[str]) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_vllm_profile_serves_minicpmo_to_an_openai_worker(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    vllm, worker = services["vllm"], services["worker-openai"]
+    assert vllm["profiles"] == worker["profiles"] == ["vllm"]
+    assert vllm["image"].startswith("vllm/vllm-openai:v")
+    command = vllm["command"]
+    model = command[command.index("--model") + 1]
+    assert "--trust-remote-code" in command and command[command.index("--port") + 1] == "8000"
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "ports" not in vllm and vllm["expose"] == ["8000"]  # only the worker reaches it
+    assert vllm["environment"]["VLLM_API_KEY"] == "${OPENAI_API_KEY:-}"
+    env = worker["environment"]
+    assert env["ENGINE"] == "openai" and env["OPENAI_MODEL"] == model
+    assert env["OPENAI_BASE_URL"] == "http://vllm:8000/v1"
+    assert worker["depends_on"]["vllm"] == {"condition": "service_healthy"}
+    assert "deploy" not in worker  # the GPU is vLLM's; the worker only talks HTTP
+    settings = load_settings(env, env_file=None)
+    assert (settings.engine, settings.openai_model) == ("openai", model)
