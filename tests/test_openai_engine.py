@@ -123,6 +123,23 @@ def test_an_unknown_model_is_named_with_what_the_server_serves(server: ServeProc
         engine.close()
 
 
+@pytest.mark.parametrize("mode", ["local", "server"])
+def test_speech_is_spoken_here_when_the_server_sends_none(server: ServeProcess, mode: str) -> None:
+    # transformers serve gives no audio modality: `server` falls back to espeak-ng too.
+    engine = OpenAIEngine(engine_settings(server, ENABLE_TTS="true", OPENAI_SPEECH=mode))
+    try:
+        assert engine.load().extra["tts"] == "on"
+        request = EngineRequest(
+            source="cam", frames=window(), instruction="Describe.", max_new_tokens=12, speak=True
+        )
+        chunks = list(engine.stream(request, threading.Event()))
+        spoken = [c for c in chunks if c.pcm]
+        assert spoken and all(len(c.pcm or b"") % 2 == 0 for c in spoken)
+        assert all(c.text.strip() for c in spoken)  # speech always comes with its words
+    finally:
+        engine.close()
+
+
 def test_openai_engine_needs_a_model() -> None:
     with pytest.raises(EngineError, match="OPENAI_MODEL"):
         OpenAIEngine(load_settings({"ENGINE": "openai"}, env_file=None))

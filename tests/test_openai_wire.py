@@ -120,3 +120,24 @@ def test_bad_model_ids_are_refused(bad: str) -> None:
 def test_real_model_ids_pass() -> None:
     for good in ("openbmb/MiniCPM-o-4_5", "gpt-4o-mini", "llava:7b", "org/m@rev", "qwen2.5-vl"):
         assert validate_model_id(good) == good
+
+
+def test_server_audio_becomes_48k_pcm_whatever_its_wrapping() -> None:
+    import base64
+    import io
+    import wave
+
+    from worker.engines.openai_engine import server_pcm
+
+    samples = (np.sin(np.arange(2400) / 5) * 8000).astype("<i2").tobytes()  # 0.1 s at 24 kHz
+    raw = server_pcm(base64.b64encode(samples).decode())
+    assert len(raw) == 2 * 4800  # 0.1 s at 48 kHz, s16le
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(samples[: 2 * 1600])  # 0.1 s at 16 kHz
+    assert len(server_pcm(base64.b64encode(buffer.getvalue()).decode())) == 2 * 4800
+    with pytest.raises(EngineError, match="not base64"):
+        server_pcm("not base64 at all!")

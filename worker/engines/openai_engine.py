@@ -26,7 +26,7 @@ import numpy as np
 from shared.settings import Settings
 from worker.engines.audio import to_pcm48k
 from worker.engines.base import Chunk, Engine, EngineError, EngineInfo, EngineRequest
-from worker.engines.cpu_speech import find_espeak, speak
+from worker.engines.cpu_speech import find_espeak, speak, wav_to_pcm48k
 from worker.engines.openai_client import OpenAIClient, ServerAnswer
 from worker.engines.openai_request import chat_body, split_sentences
 
@@ -202,8 +202,7 @@ class OpenAIEngine(Engine):
                 tokens += 1
                 pcm = None
                 if delta.audio_b64:
-                    samples = np.frombuffer(base64.b64decode(delta.audio_b64), dtype="<i2")
-                    pcm, text = to_pcm48k(samples, SERVER_AUDIO_RATE), pending + delta.text
+                    pcm, text = server_pcm(delta.audio_b64), pending + delta.text
                     pending = ""
                 elif speak_text:  # spoken locally: whole sentences only
                     sentences, pending = split_sentences(pending + delta.text)
@@ -226,3 +225,16 @@ class OpenAIEngine(Engine):
             self._thread = None
         if not self._loop.is_running() and not self._loop.is_closed():
             self._loop.close()
+
+
+def server_pcm(audio_b64: str) -> bytes:
+    """A server's streamed audio as 48 kHz PCM: OpenAI's raw pcm16 at 24 kHz, or a WAV
+    (some servers send whole WAV pieces; its header says its rate)."""
+    try:
+        data = base64.b64decode(audio_b64, validate=True)
+    except ValueError:
+        raise EngineError("the server streamed audio that is not base64") from None
+    if data[:4] == b"RIFF":
+        return wav_to_pcm48k(data)
+    samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+    return to_pcm48k(samples, SERVER_AUDIO_RATE)
