@@ -136,6 +136,7 @@ def test_speech_is_spoken_here_when_the_server_sends_none(server: ServeProcess, 
         spoken = [c for c in chunks if c.pcm]
         assert spoken and all(len(c.pcm or b"") % 2 == 0 for c in spoken)
         assert all(c.text.strip() for c in spoken)  # speech always comes with its words
+        assert sum(c.tokens for c in chunks) >= 6  # tokens still counted when spoken
     finally:
         engine.close()
 

@@ -78,7 +78,11 @@ async def test_commentary_and_an_ask_through_the_bus(
             if status is not None and status.status in ("complete", "failed"):
                 break
             await asyncio.sleep(0.05)
-        beat = await beat_of(redis_client, keys, "wo")
+        for _ in range(200):  # the next heartbeat carries the speed of the finished cycles
+            beat = await beat_of(redis_client, keys, "wo")
+            if beat is not None and beat.tokens_per_s > 0:
+                break
+            await asyncio.sleep(0.05)
         stop.set()
     finished = rec.events("cam", "finished")[0]
     assert finished.worker == "wo" and finished.text  # type: ignore[attr-defined]

@@ -100,8 +100,11 @@ class OpenAIEngine(Engine):
         assert self._client is not None
         try:
             served = self._run(self._client.models())
-        except ServerAnswer:
-            raise  # a refused key, say: the worker cannot work, so it says so now
+        except ServerAnswer as exc:
+            if exc.status in (401, 403):
+                raise  # a refused key: the worker cannot work, so it says so now
+            log.warning("could not list the server's models: %s", exc)
+            return None
         except EngineError as exc:
             # A server still starting (vLLM loads for minutes) is not a configuration error:
             # the cycles retry it, and fail clearly if it never comes.
@@ -153,7 +156,8 @@ class OpenAIEngine(Engine):
         if not speak_text or chunk.pcm is not None or not chunk.text.strip():
             return chunk
         assert self._espeak is not None
-        return Chunk(chunk.text, speak(chunk.text, self.settings.espeak_voice, self._espeak))
+        pcm = speak(chunk.text, self.settings.espeak_voice, self._espeak)
+        return Chunk(chunk.text, pcm, chunk.tokens)
 
     async def _produce(
         self,
