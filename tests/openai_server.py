@@ -84,7 +84,7 @@ class ServeProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout: float = 60.0) -> ServeProcess:
+    def start(self, timeout: float = 120.0) -> ServeProcess:
         env = {
             **os.environ,
             "HF_HUB_CACHE": str(self.hub),

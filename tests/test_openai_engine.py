@@ -22,6 +22,9 @@ from tests.openai_server import MODEL_A, MODEL_B, OPENAI_TEST_KEY, ServeProcess
 from worker.engines.base import Chunk, EngineError, EngineRequest, WindowFrame
 from worker.engines.openai_engine import OpenAIEngine
 
+# The first test to use the server waits for it to be built and started (once per session).
+pytestmark = pytest.mark.timeout(300)
+
 KEY = OPENAI_TEST_KEY
 
 

@@ -12,6 +12,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 
 from shared.asks import ask_status, enqueue_ask
@@ -24,6 +25,9 @@ from tests.helpers import LookoutProcess
 from tests.openai_server import MODEL_A, MODEL_B, OPENAI_TEST_KEY, ServeProcess
 from tests.test_api_support import ApiServer
 from tests.worker_support import FAST, Feeder, Recorder, background, scene, subscribed, until
+
+# The first test to use the server waits for it to be built and started (once per session).
+pytestmark = pytest.mark.timeout(300)
 
 
 def worker_env(
