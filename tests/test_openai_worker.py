@@ -104,15 +104,18 @@ async def test_models_route_sources_and_a_worker_switches_at_runtime(
     redis_client: aioredis.Redis, test_env: dict[str, str], keys: Keys, openai_server: ServeProcess
 ) -> None:
     # Long answers (about 5 s), so the switch lands in the middle of a cycle.
-    env_a = worker_env(test_env, openai_server, MODEL_A, MAX_NEW_TOKENS="300")
-    env_b = worker_env(test_env, openai_server, MODEL_B, MAX_NEW_TOKENS="300")
+    # The same server under another name stands for a second server a switch may point at.
+    other = f"http://localhost:{openai_server.port}/v1"
+    servers = {"OPENAI_BASE_URL": openai_server.base_url, "OPENAI_ALLOWED_BASE_URLS": other}
+    env_a = worker_env(test_env, openai_server, MODEL_A, MAX_NEW_TOKENS="300", **servers)
+    env_b = worker_env(test_env, openai_server, MODEL_B, MAX_NEW_TOKENS="300", **servers)
     settings = load_settings(env_a, env_file=None)
     registry = SourceRegistry(redis_client, keys, settings.default_instruction)
     for name in ("cam-a", "cam-b"):
         await registry.register(name)
     feeders = [Feeder(redis_client, keys, n, scene(i)) for i, n in enumerate(("cam-a", "cam-b"))]
     rec = Recorder(test_env["REDIS_URL"], keys, ["cam-a", "cam-b"])
-    api = ApiServer(test_env, "api-models")
+    api = ApiServer({**test_env, **servers}, "api-models")
     stop = asyncio.Event()
     try:
         async with (
@@ -193,6 +196,13 @@ async def test_models_route_sources_and_a_worker_switches_at_runtime(
                 assert "still serves" in failed.text and "not served" in failed.text
                 beat = await beat_of(redis_client, keys, "wa")
                 assert beat is not None and beat.model == MODEL_B  # rolled back
+
+                moved = await http.put(
+                    "/api/workers/wa/model", json={"model": MODEL_A, "base_url": other}
+                )
+                assert moved.status_code == 200, moved.text
+                beat = await beat_of(redis_client, keys, "wa")
+                assert beat is not None and (beat.model, beat.server) == (MODEL_A, other)
                 stop.set()
     finally:
         api.stop()

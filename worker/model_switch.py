@@ -30,7 +30,6 @@ from shared.models import (
 )
 from shared.settings import Settings
 from worker.engines import build_engine
-from worker.engines.base import EngineError
 
 if TYPE_CHECKING:
     from worker.service import CommentaryWorker
@@ -117,28 +116,23 @@ class ModelSwitcher:
         await self._record(msgspec.structs.replace(switch, state="switching", previous=previous))
         log.info("%s: switching from %s to %s", w.worker_id, previous, switch.model)
         w.keeper.paused = True
+        outcome = msgspec.structs.replace(switch, state="done", previous=previous)
         try:
             settings = self.settings_for(switch)
             await w.keeper.release_all("model switch")
             await w.runner.swap(build_engine(settings))
-        except (EngineError, SwitchError) as exc:
-            log.warning(
-                "%s: switch to %s failed, serving %s: %s", w.worker_id, switch.model, previous, exc
-            )
-            failed = msgspec.structs.replace(
-                switch, state="failed", error=str(exc), previous=previous
-            )
-            await self._record(failed)
+        except Exception as exc:  # whatever stopped it is the answer the client gets
+            log.warning("%s: switch to %s failed: %s", w.worker_id, switch.model, exc)
+            outcome = msgspec.structs.replace(outcome, state="failed", error=str(exc))
         else:
             w.settings, w.model_id = settings, served_model(settings)
             w.speed = SpeedMeter()
-            done = msgspec.structs.replace(switch, state="done", previous=previous)
-            await self._record(done)
             log.info("%s: now serving %s", w.worker_id, w.model_id)
         finally:
             w.keeper.paused = False
             with contextlib.suppress(*REDIS_ERRORS):
-                await w.beat()
+                await w.beat()  # before the outcome: whoever reads it sees the new heartbeat
+        await self._record(outcome)
 
     async def _record(self, switch: ModelSwitch) -> None:
         w = self.worker
