@@ -3,7 +3,8 @@
 Run by the interpreter of `.cache/tf-serve` (a recent transformers, for `transformers serve`):
 `python tests/openai_tiny_vlm.py HUB_DIR ORG/NAME`. Nothing is downloaded: the tokenizer is a
 byte-level BPE trained here on a few sentences. The model never stops by itself (no end-of-text
-token), so every answer is exactly `max_tokens` long: tests can cut one off mid-stream.
+token) and writes printable ASCII only, so every answer is exactly `max_tokens` pieces long:
+tests can count them and cut one off mid-stream.
 """
 
 from __future__ import annotations
@@ -56,7 +57,10 @@ def build(hub: Path, repo_id: str, seed: int = 0) -> Path:
     trainer = trainers.BpeTrainer(
         vocab_size=400,
         special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        # Printable ASCII only (byte-level BPE writes a space as "Ġ"): every token decodes to
+        # whole characters, so the server streams one piece per token, never a half character.
+        initial_alphabet=[chr(b) for b in range(0x21, 0x7F)] + ["Ġ"],
+        limit_alphabet=96,
     )
     bpe.train_from_iterator(CORPUS * 10, trainer)
     tokenizer = PreTrainedTokenizerFast(
@@ -101,7 +105,12 @@ def build(hub: Path, repo_id: str, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(pad_token_id=tokenizer.pad_token_id, do_sample=True)
+    model.generation_config = GenerationConfig(
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=True,
+        # Special tokens decode to nothing: never sampled, every token streams a piece.
+        suppress_tokens=tokenizer.convert_tokens_to_ids(specials),
+    )
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

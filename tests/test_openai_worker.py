@@ -93,7 +93,7 @@ async def test_commentary_and_an_ask_through_the_bus(
     assert "".join(c.text for c in rec.chunks(finished.cycle)).strip() == finished.text.strip()  # type: ignore[attr-defined]
     entry = await redis_client.xrange(keys.history("cam"), finished.history_id, finished.history_id)  # type: ignore[attr-defined]
     record = CommentaryRecord.from_fields(entry[0][1])
-    assert record.status == "finished" and record.tokens > 0
+    assert record.status == "finished" and record.tokens == 16  # MAX_NEW_TOKENS
     assert status is not None and status.status == "complete" and status.answer, proc.log()[-2000:]
     assert beat is not None and beat.model == MODEL_A and beat.engine == "openai"
     assert set(beat.server_models) == {MODEL_A, MODEL_B} and beat.tokens_per_s > 0
