@@ -16,9 +16,10 @@ from shared.models import require_model
 from shared.records import WorkerBeat
 from shared.sources import SourceRegistry
 from tests.test_api_support import ApiServer
-from tests.test_page import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"  # Debian's; never a browser download
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 playwright_api = pytest.importorskip("playwright.async_api")
 
 
