@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, get, put
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from api import routes
@@ -47,7 +48,12 @@ class ModelsController(Controller):
         name="models:worker",
         operation_id="switchWorkerModel",
         opt={"scope": CONTROL},
-        responses=errors(401, *CHANGES, 404, 409, 422),
+        responses={
+            **errors(401, *CHANGES, 404, 409, 422),
+            202: ResponseSpec(
+                WorkerModelOut, description="Still switching after 30 s", generate_examples=False
+            ),
+        },
     )
     async def switch_worker_model(
         self, worker: str, data: WorkerModelIn, models: ModelService
