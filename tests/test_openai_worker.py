@@ -206,3 +206,26 @@ async def test_models_route_sources_and_a_worker_switches_at_runtime(
                 stop.set()
     finally:
         api.stop()
+
+
+async def test_a_worker_with_a_wrong_key_or_model_stops_and_says_why(
+    test_env: dict[str, str], openai_server: ServeProcess
+) -> None:
+    cases = {
+        "OPENAI_MODEL": ("lookout/no-such-model", "'lookout/no-such-model' is not served"),
+        "OPENAI_API_KEY": ("sk-not-the-key-4242", "refused the API key"),
+    }
+    for variable, (value, said) in cases.items():
+        env = worker_env(test_env, openai_server, MODEL_A, **{variable: value})
+        proc = LookoutProcess(["worker", "--worker-id", "bad"], env, "worker-bad")
+        try:
+            for _ in range(1200):  # up to a minute on a loaded machine
+                if not proc.alive():
+                    break
+                await asyncio.sleep(0.05)
+            assert proc.stop() == 1, proc.log()[-2000:]
+        finally:
+            proc.stop()
+        log = proc.log()
+        assert said in log and "engine openai cannot run" in log
+        assert OPENAI_TEST_KEY not in log and "sk-not-the-key-4242" not in log
