@@ -65,6 +65,17 @@ fi
 if [ "$mode" = up ]; then
   exec .venv/bin/lookout up "$@"
 fi
+# The ENGINE=openai tests' real server (requirements/openai-serve.txt): a recent transformers in a
+# virtual environment of its own that reuses .venv's packages (torch) through a .pth file.
+serve_env=.cache/tf-serve
+if ! cmp -s requirements/openai-serve.txt "$serve_env/installed.txt"; then
+  rm -rf "$serve_env"
+  "$(.venv/bin/python -c 'import sys; print(sys._base_executable)')" -m venv "$serve_env"
+  .venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > \
+    "$("$serve_env/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/lookout-venv.pth"
+  "$serve_env/bin/python" -m pip install -q --disable-pip-version-check -r requirements/openai-serve.txt
+  cp requirements/openai-serve.txt "$serve_env/installed.txt"
+fi
 # The test command of README.md (and of .ci/run): lint, types, then every test.
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .

@@ -16,6 +16,7 @@ from api.controllers.asks import AsksController
 from api.controllers.frames import WindowFramesController
 from api.controllers.history import HistoryController
 from api.controllers.livekit import LivekitController
+from api.controllers.models import ModelsController
 from api.controllers.rules import RulesController
 from api.controllers.sources import SourcesController
 from api.controllers.status import PublicController, StatusController
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> Litestar:
             RulesController,
             HistoryController,
             schema_asset,
+            ModelsController,
             create_static_files_router(routes.STATIC, [STATIC_DIR], name="static"),
         ],
         dependencies=DEPENDENCIES,

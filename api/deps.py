@@ -8,6 +8,7 @@ from litestar.di import Provide
 
 from api.history import HistoryService
 from api.jobs import JobService
+from api.models import ModelService
 from api.overview import StatusService
 from api.rules import RuleService
 from api.services import SourceService
@@ -31,6 +32,10 @@ def provide_jobs(lookout: AppState) -> JobService:
     return JobService(lookout)
 
 
+def provide_models(lookout: AppState) -> ModelService:
+    return ModelService(lookout)
+
+
 def provide_statuses(lookout: AppState) -> StatusService:
     return StatusService(lookout)
 
@@ -46,4 +51,5 @@ DEPENDENCIES = {
     "jobs": Provide(provide_jobs, sync_to_thread=False),
     "statuses": Provide(provide_statuses, sync_to_thread=False),
     "rules": Provide(provide_rules, sync_to_thread=False),
+    "models": Provide(provide_models, sync_to_thread=False),
 }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from msgspec.structs import replace
 
 from api.schemas import SourceStatus, StatusOut
 from api.services import Service
 from shared import source_control as control
 from shared.delivery import delivery_overview
+from shared.models import required_models
 from shared.producer_status import read_producer_status
 from shared.records import ProducerStatus, RecordError, SourceStats, WorkerBeat, as_text
 
@@ -21,8 +24,25 @@ class StatusService(Service):
         desired = {e.name: e for e in await control.list_desired(self.redis, self.settings)}
         names = sorted(set(await self.state.registry.names()) | set(desired))
         sources = [await self._source_status(n, workers, desired.get(n)) for n in names]
+        sources = await self._model_notes(sources, workers)
         alerts = await delivery_overview(self.redis, self.keys)
         return StatusOut(sources, workers, self.state.viewers(), alerts=alerts)
+
+    async def _model_notes(
+        self, sources: list[SourceStatus], workers: dict[str, WorkerBeat]
+    ) -> list[SourceStatus]:
+        """Name each source's required model, and say so when no live worker serves it."""
+        required = await required_models(self.redis, self.keys)
+        now = time.time()
+        served = {
+            b.model for b in workers.values() if now - b.beat_ts <= self.settings.heartbeat_ttl
+        }
+        noted = []
+        for source in sources:
+            model = required.get(source.name)
+            note = None if not model or model in served else f"no live worker serves {model}"
+            noted.append(replace(source, model=model, model_note=note))
+        return noted
 
     async def _workers(self) -> dict[str, WorkerBeat]:
         workers: dict[str, WorkerBeat] = {}

@@ -140,6 +140,8 @@ class SourceStatus(msgspec.Struct):
     tts: bool
     last_commentary_at: float | None
     viewers: int
+    model: str | None = None  # the model the source requires (None: any)
+    model_note: str | None = None  # e.g. that no live worker serves the required model
 
 
 class StatusOut(msgspec.Struct):

@@ -26,6 +26,7 @@ from api.state import AppState
 from shared import source_control as control
 from shared.claims import INGEST_OWNER
 from shared.keys import SourceNameError, validate_source_name
+from shared.models import require_model
 from shared.producer_status import read_producer_status
 from shared.source_urls import SourceOptions, redact_url
 
@@ -162,3 +163,4 @@ class SourceService(Service):
             raise UnknownSourceError(name) from None
         if not await control.remove_source(self.redis, self.settings, name):
             raise UnknownSourceError(name)
+        await require_model(self.redis, self.keys, name, None)  # its model requirement goes too

@@ -145,6 +145,17 @@ class Keys:
         by its owner (the bridge's counterpart of `producer_claim`)."""
         return self._per_source(source, "livekit")
 
+    def worker_model(self, worker_id: str) -> str:
+        """HASH: the model switch asked of one worker and how it went (`ModelSwitch`). Written by
+        the API (state pending), then by the worker (switching, done, failed). No TTL."""
+        return f"{self.prefix}:model-switch:{worker_id}"  # not under worker:*, the heartbeats
+
+    @property
+    def source_models(self) -> str:
+        """HASH source -> model id the source requires (only workers serving it take its
+        lease). No TTL; a field goes when the requirement is cleared."""
+        return f"{self.prefix}:sources:models"
+
     @property
     def key_usage(self) -> str:
         """HASH api-key fingerprint -> request count. No TTL."""

@@ -294,6 +294,11 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
     cycles: int = 0
     started_at: float = 0.0
     beat_ts: float = 0.0  # epoch seconds of the last beat; leases count workers by it
+    model: str = ""  # the model id it serves (sources requiring it go to it)
+    modalities: list[str] = []  # what it takes and gives: image, text, speech
+    tokens_per_s: float = 0.0  # measured over its recent answers (0: none yet)
+    server: str = ""  # ENGINE=openai: the server's base URL (password removed)
+    server_models: list[str] = []  # ENGINE=openai: what the server's /models lists
     extra: dict[str, str | int | float] = {}
 
     def to_fields(self) -> dict[str, str]:
@@ -311,6 +316,11 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
             cycles=str(self.cycles),
             started_at=f"{self.started_at:.3f}",
             beat_ts=f"{self.beat_ts:.3f}",
+            model=self.model,
+            modalities=",".join(self.modalities),
+            tokens_per_s=f"{self.tokens_per_s:.2f}",
+            server=self.server,
+            server_models=",".join(self.server_models),
         )
         return fields
 
@@ -330,6 +340,11 @@ class WorkerBeat(msgspec.Struct, frozen=True, kw_only=True):
             cycles=_number(fields, "cycles", int, 0),
             started_at=_number(fields, "started_at", float, 0.0),
             beat_ts=_number(fields, "beat_ts", float, 0.0),
+            model=text.get("model", ""),
+            modalities=[m for m in text.get("modalities", "").split(",") if m],
+            tokens_per_s=_number(fields, "tokens_per_s", float, 0.0),
+            server=text.get("server", ""),
+            server_models=[m for m in text.get("server_models", "").split(",") if m],
             extra={k: _scalar(v) for k, v in text.items() if k not in BEAT_FIELDS},
         )
 

@@ -15,13 +15,14 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("cpu", "minicpmo", "transformers")
+ENGINES = ("cpu", "minicpmo", "transformers", "openai")
 ENGINE_DEVICES = ("auto", "cuda", "cpu")
 RTSP_TRANSPORTS = ("tcp", "udp")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 AUTO_MIN_INGEST_PIXELS = 4096 * 2160  # a 4K camera frame, decoded: 26.5 MB of BGR
 SOURCE_SCHEMES = ("rtsp", "rtsps", "http", "https", "file", "device")  # see shared/urlpolicy.py
+OPENAI_SPEECH = ("local", "server", "off")  # see worker/engines/openai_engine.py
 
 
 class SettingsError(ValueError):
@@ -40,6 +41,7 @@ def _var(
 ) -> Any:
     return field(
         default=default,
+        repr=not secret,  # a logged or printed Settings never shows a key
         metadata={
             "doc": doc,
             "group": group,
@@ -323,6 +325,54 @@ class Settings:
         lo=0,
         hi=1024,
     )
+    openai_base_url: str = _var(
+        "http://127.0.0.1:8000/v1",
+        "openai engine: base URL of the OpenAI-compatible server (vLLM, SGLang, Ollama, "
+        "llama.cpp, transformers serve, a hosted API); /chat/completions is added to it",
+        "inference",
+    )
+    openai_model: str = _var(
+        "",
+        "openai engine: the model id sent to the server (required with ENGINE=openai)",
+        "inference",
+    )
+    openai_api_key: str = _var(
+        "",
+        "openai engine: API key sent as `Authorization: Bearer` (empty: none); never logged",
+        "inference",
+        secret=True,
+    )
+    openai_allowed_base_urls: str = _var(
+        "",
+        "Comma-separated base URLs PUT /api/workers/{id}/model may point an openai worker at, "
+        "besides OPENAI_BASE_URL (the API key goes to them)",
+        "inference",
+    )
+    openai_timeout: float = _var(
+        60.0,
+        "openai engine: seconds to wait for the server to answer, and between two streamed chunks",
+        "inference",
+        lo=1,
+        hi=3600,
+    )
+    openai_retries: int = _var(
+        4,
+        "openai engine: tries of a request on 429, 5xx or a lost connection before it fails",
+        "inference",
+        lo=1,
+        hi=20,
+    )
+    openai_image_max_edge: int = _var(
+        0,
+        "openai engine: frames with a longer edge are downscaled to it before sending (0: sent "
+        "as stored)",
+        "inference",
+        lo=0,
+        hi=7680,
+    )
+    openai_temperature: float = _var(
+        0.7, "openai engine: sampling temperature sent to the server", "inference", lo=0, hi=2
+    )
 
     # --- Speech ---
     enable_tts: bool = _var(
@@ -339,6 +389,13 @@ class Settings:
         150, "Longest commentary in tokens when speaking", "speech", lo=1, hi=4096
     )
     espeak_voice: str = _var("en", "espeak-ng voice of the CPU engine", "speech")
+    openai_speech: str = _var(
+        "local",
+        "openai engine with ENABLE_TTS: `server` asks the server for audio (falls back to local), "
+        "`local` speaks the text with espeak-ng, `off` stays silent",
+        "speech",
+        choices=OPENAI_SPEECH,
+    )
 
     # --- Page ---
     stream_delay_init: float = _var(

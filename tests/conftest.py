@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -14,6 +16,9 @@ from shared.keys import Keys
 from shared.settings import Settings
 from shared.settings_env import load_settings
 from tests.helpers import RedisServer
+
+if TYPE_CHECKING:
+    from tests.openai_server import ServeProcess
 
 _prefixes = itertools.count()
 
@@ -52,3 +57,24 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def openai_hub() -> Path:
+    """A Hugging Face cache folder holding two tiny random-weight VLMs (ENGINE=openai tests)."""
+    from tests.openai_server import MODEL_A, MODEL_B, build_checkpoints
+
+    return build_checkpoints(MODEL_A, MODEL_B)
+
+
+@pytest.fixture(scope="session")
+def openai_server(openai_hub: Path) -> Iterator[ServeProcess]:
+    """A real OpenAI-compatible server (`transformers serve`) requiring OPENAI_TEST_KEY."""
+    from tests.openai_server import MODEL_A, OPENAI_TEST_KEY, ServeProcess
+
+    proc = ServeProcess(openai_hub, key=OPENAI_TEST_KEY).start()
+    try:
+        proc.warm(MODEL_A)
+        yield proc
+    finally:
+        proc.stop()

@@ -35,6 +35,8 @@ SERVICES = {
     "alerts",
     "mosquitto",
     "livekit-bridge",
+    "vllm",
+    "worker-openai",
 }
 LOOKOUT_IMAGES = {"lookout:cpu", "lookout:gpu"}
 # Interpolated variables that belong to third-party services, not to Lookout's settings.
@@ -168,7 +170,7 @@ def test_services_restart_policies_and_healthchecks(services: dict[str, dict[str
 
 def test_dependencies_wait_for_healthy_services(services: dict[str, dict[str, Any]]) -> None:
     for name, service in services.items():
-        if name in ("redis", "mosquitto"):  # they need nothing else
+        if name in ("redis", "mosquitto", "vllm"):  # they need nothing else
             continue
         depends = service["depends_on"]
         assert isinstance(depends, dict) and depends, name
@@ -189,6 +191,7 @@ def test_lookout_services_run_lookout_subcommands_with_matching_healthchecks(
         "producer": "producer",
         "alerts": "alerts",
         "livekit-bridge": "livekit",
+        "worker-openai": "worker",
     }
     found = lookout_services(services)
     assert set(found) == set(roles)
@@ -299,6 +302,8 @@ def test_livekit_is_optional_and_redis_persists_to_a_volume(
         "livekit",
         "livekit-bridge",
         "mosquitto",
+        "vllm",
+        "worker-openai",
     ]
     assert "./infra/livekit.yaml:/etc/livekit.yaml:ro" in services["livekit"]["volumes"]
     assert "redis-data:/data" in services["redis"]["volumes"]
@@ -375,3 +380,25 @@ def test_livekit_profile_shares_one_credential_pair_between_server_and_bridge(
         "5349",
     ):
         assert port in docs, f"docs/livekit.md does not mention port {port}"
+
+
+def test_vllm_profile_serves_minicpmo_to_an_openai_worker(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    vllm, worker = services["vllm"], services["worker-openai"]
+    assert vllm["profiles"] == worker["profiles"] == ["vllm"]
+    assert vllm["image"].startswith("vllm/vllm-openai:v")
+    command = vllm["command"]
+    model = command[command.index("--model") + 1]
+    assert "--trust-remote-code" in command and command[command.index("--port") + 1] == "8000"
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "ports" not in vllm and vllm["expose"] == ["8000"]  # only the worker reaches it
+    assert vllm["environment"]["VLLM_API_KEY"] == "${OPENAI_API_KEY:-}"
+    env = worker["environment"]
+    assert env["ENGINE"] == "openai" and env["OPENAI_MODEL"] == model
+    assert env["OPENAI_BASE_URL"] == "http://vllm:8000/v1"
+    assert worker["depends_on"]["vllm"] == {"condition": "service_healthy"}
+    assert "deploy" not in worker  # the GPU is vLLM's; the worker only talks HTTP
+    settings = load_settings(env, env_file=None)
+    assert (settings.engine, settings.openai_model) == ("openai", model)

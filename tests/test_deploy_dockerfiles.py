@@ -150,6 +150,7 @@ def test_dockerignore_keeps_models_caches_tests_and_docs_out() -> None:
         ".env",
         ".env.local",
         ".mypy_cache/x",
+        ".cache/tf-serve/bin/python",  # the openai tests' server, hundreds of MB
         "Dockerfile.gpu",
         "docker-compose.yml",
     ]:

@@ -24,7 +24,7 @@ def test_every_key_and_channel_is_in_the_architecture_doc() -> None:
         if isinstance(member, property):
             names.append(getattr(keys, name))
         elif callable(member):
-            ids = ("worker_status", "producer_health_check", "livekit_bridge")
+            ids = ("worker_status", "producer_health_check", "livekit_bridge", "worker_model")
             args = ["ID"] if name in ids else ["NAME"]
             args = {"delivery_status": ["ID"], "alert_snapshot": ["NAME", "ALERT"]}.get(name, args)
             names.append(member(keys, *args))

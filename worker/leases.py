@@ -74,6 +74,10 @@ class Leases:
         """Workers whose heartbeat is younger than one lease TTL."""
         return await live_workers(self._redis, self._keys, self.ttl)
 
+    async def live_beats(self) -> list[WorkerBeat]:
+        """The heartbeats of the workers younger than one lease TTL."""
+        return await live_beats(self._redis, self._keys, self.ttl)
+
     async def holder(self, source: str) -> str | None:
         """The id of the worker holding `source`, if any."""
         value = await self._redis.get(self._keys.lease(source))
@@ -82,7 +86,12 @@ class Leases:
 
 async def live_workers(redis: aioredis.Redis, keys: Keys, max_age: float) -> int:
     """Workers whose heartbeat is younger than `max_age` seconds (at least 1: ourselves)."""
-    count = 0
+    return max(len(await live_beats(redis, keys, max_age)), 1)
+
+
+async def live_beats(redis: aioredis.Redis, keys: Keys, max_age: float) -> list[WorkerBeat]:
+    """The heartbeats younger than `max_age` seconds."""
+    beats = []
     now = time.time()
     async for key in redis.scan_iter(match=keys.worker_pattern, count=100):
         try:
@@ -90,8 +99,8 @@ async def live_workers(redis: aioredis.Redis, keys: Keys, max_age: float) -> int
         except RecordError:  # a hand-edited hash is no live worker
             continue
         if beat.beat_ts and now - beat.beat_ts <= max_age:
-            count += 1
-    return max(count, 1)
+            beats.append(beat)
+    return beats
 
 
 def fair_share(sources: int, workers: int, cap: int) -> int:

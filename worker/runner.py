@@ -105,6 +105,20 @@ class EngineRunner:
             except Exception as exc:
                 raise EngineFailure(f"{type(exc).__name__}: {exc}") from exc
 
+    async def swap(self, engine: Engine) -> EngineInfo:
+        """Load `engine` and serve with it from now on, the old one closed; once the call in
+        flight has ended (the lock). If the load fails the old engine stays, and it raises."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            try:
+                info = await loop.run_in_executor(self._executor, engine.load)
+            except BaseException:
+                await loop.run_in_executor(self._executor, engine.close)
+                raise
+            old, self.engine, self.info = self.engine, engine, info
+            await loop.run_in_executor(self._executor, old.close)
+            return info
+
     def engine_info(self) -> EngineInfo:
         """The engine's current info (VRAM may change), or what load returned."""
         try:

@@ -19,6 +19,7 @@ from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS, Subscription, connect_redis
 from shared.keys import Keys
 from shared.messages import InstructionChanged
+from shared.models import required_models
 from shared.settings import Settings
 from shared.source_subscriptions import SourceSubscriptions
 from shared.sources import SourceRegistry
@@ -29,6 +30,7 @@ from worker.engines.base import Engine, WindowFrame
 from worker.frames import StreamFrames, current_buffer
 from worker.instructions import InstructionKeeper
 from worker.leases import Leases
+from worker.model_switch import ModelSwitcher, SpeedMeter, served_model
 from worker.rules import RuleWatch
 from worker.runner import EngineRunner
 from worker.scheduler import Scheduler, SourceSlot, bounded_context
@@ -66,8 +68,14 @@ class CommentaryWorker:
         self.cycle_count = 0
         self.started_at = time.time()
         self.serving: SourceSlot | None = None
+        self.model_id = served_model(settings)
+        self.speed = SpeedMeter()
+        self.switcher = ModelSwitcher(self)
 
     # --- what the lease keeper calls ---
+    async def required_models(self) -> dict[str, str]:
+        return await required_models(self.redis, self.keys)
+
     def gain(self, source: str) -> None:
         log.info("%s: now commenting on %s", self.worker_id, source)
         self.scheduler.add(source)
@@ -195,6 +203,8 @@ class CommentaryWorker:
         self.cycle_count += 1
         if outcome.status != "skipped":  # a skip leaves the last commentary as the reference
             slot.detector.commented(window)
+        if outcome.status == "finished":
+            self.speed.add(outcome.tokens, outcome.duration_ms)
         if outcome.status == "finished" and slot.rev == rev:
             slot.remember(outcome.text, s.context_commentaries)
             slot.last_commentary_wall = time.time()
@@ -252,6 +262,8 @@ class CommentaryWorker:
             self.cycle_count,
             self.started_at,
             self.settings.heartbeat_ttl,
+            model=self.model_id,
+            tokens_per_s=self.speed.rate,
         )
 
     # --- lifetime ---
@@ -266,6 +278,7 @@ class CommentaryWorker:
             asyncio.create_task(self.frames.run(stop)),
             asyncio.create_task(self.keeper.run(stop)),
             asyncio.create_task(self._heartbeat_loop(stop)),
+            asyncio.create_task(self.switcher.run(stop)),
         ]
         asks = asyncio.create_task(run_ask_worker(self.settings, self.asks, stop, grace))
         try:

@@ -31,7 +31,9 @@ class Holder(Protocol):
     scheduler: Scheduler
     registry: SourceRegistry
     serving: SourceSlot | None
+    model_id: str  # the model it serves: sources requiring another one are not for it
 
+    async def required_models(self) -> dict[str, str]: ...
     def gain(self, source: str) -> None: ...
     def lose(self, source: str, reason: str) -> None: ...
 
@@ -45,6 +47,7 @@ class LeaseKeeper:
         self._ttl = leases.ttl
         self._cap = max_sources
         self._renewed: dict[str, float] = {}  # source -> monotonic time its renewal was sent
+        self.paused = False  # a model switch: hold nothing, take nothing
 
     @property
     def held(self) -> list[str]:
@@ -67,12 +70,19 @@ class LeaseKeeper:
         names = await self._holder.registry.names()
         for source in set(self.held) - set(names):
             await self.drop(source, "source removed")
-        workers = await self._leases.live_workers()
-        share = fair_share(len(names), workers, self._cap)
+        required = await self._holder.required_models()
+        mine = self._holder.model_id
+        for source in self.held:
+            if required.get(source, mine) != mine:
+                await self.drop(source, f"requires model {required[source]}")
+        if self.paused:
+            return
+        eligible = [n for n in names if required.get(n, mine) == mine]
+        share = await self._share(eligible, required)
         if len(self.held) > share:
             await self._hand_back_one()
             return
-        for source in acquisition_order([n for n in names if n not in self.held]):
+        for source in acquisition_order([n for n in eligible if n not in self.held]):
             if len(self.held) >= share:
                 break
             sent = time.monotonic()
@@ -102,6 +112,16 @@ class LeaseKeeper:
         else:
             self._forget(source, "lease taken or expired")
 
+    async def _share(self, eligible: list[str], required: dict[str, str]) -> int:
+        """Our fair share: of the sources requiring our model among the live workers serving
+        it, plus of the sources requiring none among all live workers."""
+        beats = await self._leases.live_beats()
+        mine = self._holder.model_id
+        same = sum(1 for b in beats if b.model == mine)
+        bound = sum(1 for n in eligible if n in required)
+        share = fair_share(bound, same, self._cap) if bound else 0
+        return min(self._cap, share + fair_share(len(eligible) - bound, len(beats), self._cap))
+
     async def _hand_back_one(self) -> None:
         serving = self._holder.serving.name if self._holder.serving else None
         for source in self.held:
@@ -125,7 +145,7 @@ class LeaseKeeper:
             if now - self._renewed.get(source, now) > SAFETY * self._ttl:
                 self._forget(source, "lease not renewed in time (Redis unreachable?)")
 
-    async def release_all(self) -> None:
-        """Release every lease (shutdown)."""
+    async def release_all(self, reason: str = "worker stopping") -> None:
+        """Release every lease (shutdown, or a model switch)."""
         for source in self.held:
-            await self.drop(source, "worker stopping")
+            await self.drop(source, reason)

@@ -43,6 +43,8 @@ async def beat(
     cycles: int,
     started_at: float,
     ttl: float,
+    model: str = "",
+    tokens_per_s: float = 0.0,
 ) -> None:
     """Write the heartbeat hash and renew its TTL."""
     key = keys.worker_status(worker_id)
@@ -59,6 +61,11 @@ async def beat(
         cycles=cycles,
         started_at=started_at,
         beat_ts=time.time(),
+        model=model,
+        modalities=["image", "text"] + (["speech"] if info.extra.get("tts") == "on" else []),
+        tokens_per_s=tokens_per_s,
+        server=info.extra.get("server", ""),
+        server_models=[m for m in info.extra.get("server_models", "").split(",") if m],
         extra=dict(info.extra),
     )
     fields = record.to_fields()

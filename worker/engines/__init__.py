@@ -20,4 +20,8 @@ def build_engine(settings: Settings) -> Engine:
         from worker.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(settings)
+    if settings.engine == "openai":
+        from worker.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(settings)
     raise EngineError(f"unknown ENGINE {settings.engine!r}")
