@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,8 @@ def attention_rows() -> list[dict[str, Any]]:
             ref = decode_attention(q, kc, vc, lengths, length_aware=False).float()
             out = decode_attention(q, kc, vc, lengths, length_aware=True).float()
             err = float((ref - out).abs().max())
-            masked = graph_ms(lambda: decode_attention(q, kc, vc, lengths, False))
-            aware = graph_ms(lambda: decode_attention(q, kc, vc, lengths, True))
+            masked = graph_ms(partial(decode_attention, q, kc, vc, lengths, False))
+            aware = graph_ms(partial(decode_attention, q, kc, vc, lengths, True))
             rows.append(
                 {"max_len": max_len, "batch": batch, "max_err": err,
                  "masked_ms_per_token": masked * LAYERS, "aware_ms_per_token": aware * LAYERS}
@@ -70,17 +71,17 @@ def linear_rows() -> list[dict[str, Any]]:
         for n, k in PROJ:
             w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
             x = torch.randn(rows_m, k, device="cuda", dtype=torch.bfloat16)
-            total["bf16"] += graph_ms(lambda: F.linear(x, w))
+            total["bf16"] += graph_ms(partial(F.linear, x, w))
             for kind in ("int8", "fp8"):
                 values, scale = quantize_weight(w, kind)
                 wide = (values.float() * scale[:, None]).to(torch.bfloat16)
                 ref = F.linear(x, wide).float()
                 out = _w8_linear_op(x, values, scale).float()
                 errors[kind] = max(errors[kind], float((ref - out).abs().max() / ref.abs().max()))
-                total[kind] += graph_ms(lambda: _w8_linear_op(x, values, scale))
+                total[kind] += graph_ms(partial(_w8_linear_op, x, values, scale))
         head = torch.randn(VOCAB, HIDDEN, device="cuda", dtype=torch.bfloat16) * 0.02
         xh = torch.randn(rows_m, HIDDEN, device="cuda", dtype=torch.bfloat16)
-        head_ms = graph_ms(lambda: F.linear(xh, head))
+        head_ms = graph_ms(partial(F.linear, xh, head))
         del head
         row = {"rows": rows_m, "lm_head_ms": head_ms, "kernel_rel_err": errors}
         for kind, ms in total.items():

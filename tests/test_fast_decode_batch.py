@@ -144,7 +144,7 @@ def test_a_new_source_joins_at_the_next_step_and_a_cancelled_one_leaves(
 
 
 def test_a_failing_prompt_fails_only_its_own_request(batch: Any, prompts: list[Any]) -> None:
-    from worker.engines.fast_decode_batch_loop import BatchRequest, ContinuousBatch, run_all
+    from worker.engines.fast_decode_batch_loop import BatchRequest, ContinuousBatch
 
     def broken() -> Any:
         raise RuntimeError("vision failed")
@@ -183,3 +183,31 @@ def test_the_loop_thread_serves_sources_submitted_from_other_threads(
         stop.set()
         runner.join(timeout=30)
     assert not runner.is_alive()
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+def test_weight_only_quantisation_stays_near_bf16_and_restores(
+    engine: Any, batch: Any, prompts: list[Any], kind: str
+) -> None:
+    from worker.engines.fast_decode_quant import WeightOnlyLinear, quantize_decoder
+
+    forced = [torch.tensor(engine.processor.tokenizer.encode(" A green box.")[:3])]
+    before = forced_rows(batch, prompts[:1], forced)[0]
+    restore = quantize_decoder(batch.layers, kind)
+    try:
+        assert isinstance(batch.layers[0].mlp.down_proj, WeightOnlyLinear)
+        assert batch.layers[0].mlp.down_proj.weight.element_size() == 1
+        quantised = forced_rows(batch, prompts[:1], forced)[0]
+    finally:
+        restore()
+    relative = float((quantised - before).abs().max() / before.abs().max())
+    assert 0 < relative < 0.2, relative  # rounding shows, but the logits stay close
+    assert not isinstance(batch.layers[0].mlp.down_proj, WeightOnlyLinear)
+    assert torch.equal(forced_rows(batch, prompts[:1], forced)[0], before)
+
+
+def test_an_unknown_weight_quantisation_is_refused() -> None:
+    from worker.engines.fast_decode_quant import quantize_weight
+
+    with pytest.raises(ValueError, match="unknown weight quantisation 'int4'"):
+        quantize_weight(torch.ones((4, 4)), "int4")

@@ -50,9 +50,9 @@ def masked_attention(
 
 
 if triton is not None:
-
-    @triton.jit
-    def _split_kernel(
+    # Triton kernels: untyped by nature (pointers and constexprs), hence the ignores.
+    @triton.jit  # type: ignore[untyped-decorator]
+    def _split_kernel(  # type: ignore[no-untyped-def]
         q_ptr, k_ptr, v_ptr, len_ptr, o_ptr, m_ptr, l_ptr,
         stride_qb, stride_qh, stride_kb, stride_kh, stride_kl,
         stride_vb, stride_vh, stride_vl, scale,
@@ -100,8 +100,8 @@ if triton is not None:
         tl.store(m_ptr + row * G_PAD + offs_g, m_i)
         tl.store(l_ptr + row * G_PAD + offs_g, l_i)
 
-    @triton.jit
-    def _combine_kernel(
+    @triton.jit  # type: ignore[untyped-decorator]
+    def _combine_kernel(  # type: ignore[no-untyped-def]
         o_ptr, m_ptr, l_ptr, len_ptr, out_ptr, stride_ob, stride_oh,
         KV: tl.constexpr, SPLITS: tl.constexpr, S_PAD: tl.constexpr, SPLIT: tl.constexpr,
         GROUPS: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,

@@ -31,6 +31,7 @@ BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
 class BatchDecoder:
     """Static-cache slots over the single decoder's weights (no copy of them)."""
 
+    @torch.inference_mode()  # no autograd: compile and capture trace the inference step
     def __init__(
         self,
         single: FastDecoder,

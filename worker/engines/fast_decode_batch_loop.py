@@ -23,6 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
 import torch
 
 from worker.engines.fast_decode_batch import BatchDecoder
@@ -58,8 +59,11 @@ class _Busy:
 class ContinuousBatch:
     """The host loop above. Not thread-safe except `submit`: one thread runs `iterate`."""
 
-    def __init__(self, decoder: BatchDecoder) -> None:
+    def __init__(self, decoder: BatchDecoder, admit_per_step: int | None = None) -> None:
         self.decoder = decoder
+        # Admissions per iteration: each one's vision and prefill delay the step of every busy
+        # slot, so one per step lets early sources speak sooner; None admits all that fit.
+        self.admit_per_step = admit_per_step or decoder.slots
         self.waiting: queue.Queue[BatchRequest] = queue.Queue()
         self.busy: dict[int, _Busy] = {}
         cuda = decoder.device.type == "cuda"
@@ -99,7 +103,8 @@ class ContinuousBatch:
 
     def _admit(self) -> None:
         free = [s for s in range(self.decoder.slots) if s not in self.busy]
-        while free and not self.waiting.empty():
+        admitted = 0
+        while free and admitted < self.admit_per_step and not self.waiting.empty():
             request = self.waiting.get_nowait()
             if request.cancel.is_set():
                 self._finish(request)
@@ -121,6 +126,7 @@ class ContinuousBatch:
                 continue
             self.busy[slot] = _Busy(request, steps)
             free.pop(0)
+            admitted += 1
 
     def _launch(self) -> None:
         size = self.decoder.size_for(max(self.busy))

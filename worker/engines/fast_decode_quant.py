@@ -41,7 +41,15 @@ if triton is not None:
             (32, 256, 1, 4, 4),
             (32, 512, 1, 4, 3),
             (64, 256, 1, 4, 4),
+            (32, 512, 1, 8, 4),
+            (64, 512, 1, 8, 3),
+            (16, 1024, 1, 4, 3),
+            (32, 1024, 1, 8, 3),
             (16, 512, 2, 4, 4),
+            (16, 512, 2, 8, 4),
+            (32, 512, 2, 8, 4),
+            (64, 256, 2, 8, 4),
+            (16, 1024, 2, 8, 3),
             (16, 256, 4, 4, 4),
             (32, 256, 4, 4, 4),
             (16, 512, 4, 8, 3),
@@ -49,9 +57,10 @@ if triton is not None:
         ]
     ]
 
-    @triton.autotune(configs=_CONFIGS, key=["N", "K"], reset_to_zero=["y_ptr"])
-    @triton.jit
-    def _w8_matvec(
+    # A Triton kernel: untyped by nature (pointers and constexprs), hence the ignores.
+    @triton.autotune(configs=_CONFIGS, key=["N", "K"], reset_to_zero=["y_ptr"])  # type: ignore[untyped-decorator]
+    @triton.jit  # type: ignore[untyped-decorator]
+    def _w8_matvec(  # type: ignore[no-untyped-def]
         x_ptr, w_ptr, s_ptr, y_ptr, M, N, stride_xm, stride_ym,
         K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     ):  # fmt: skip
@@ -109,6 +118,9 @@ def quantize_weight(weight: torch.Tensor, kind: str) -> tuple[torch.Tensor, torc
 class WeightOnlyLinear(nn.Module):
     """A linear layer whose weight is stored in one byte per value (see the module doc)."""
 
+    weight: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, linear: nn.Linear, kind: str) -> None:
         super().__init__()
         values, scale = quantize_weight(linear.weight, kind)
@@ -128,7 +140,7 @@ class WeightOnlyLinear(nn.Module):
         rows = x.numel() // self.in_features
         if self.use_kernel and rows <= MAX_KERNEL_ROWS and x.dtype == torch.bfloat16:
             flat = x.reshape(rows, self.in_features)
-            y = _w8_linear_op(flat, self.weight, self.scale)
+            y: torch.Tensor = _w8_linear_op(flat, self.weight, self.scale)
             y = y.view(*x.shape[:-1], self.out_features)
         else:
             y = F.linear(x, self.dequantized(x.dtype))
