@@ -109,9 +109,9 @@ def test_the_loop_gives_each_source_its_own_answer(batch: Any, prompts: list[Any
     loop = ContinuousBatch(batch)
     together = run_all(loop, requests_for(prompts, [12, 7, 12], frozenset()))
     assert together == [alone[0], alone[1][:7], alone[2]]
-    # one step per token after the first, all sources in each step; the step queued while
-    # the last ids were read runs for nothing
-    assert loop.steps in (11, 12)
+    # one step per token after the first for all busy sources at once (one joins per step),
+    # not one after another (33 steps)
+    assert loop.steps <= 11 + 2 + 1
     stop_at = alone[2][4]
     stopped = run_all(ContinuousBatch(batch), requests_for(prompts[2:], [12], frozenset({stop_at})))
     assert stopped[0] == alone[2][: alone[2].index(stop_at) + 1]  # ends at the stop id

@@ -2,9 +2,10 @@
 
 The host loop, one iteration per decode step:
 
-1. admit waiting requests into free slots (lowest first, so the smallest captured batch
-   size serves): the request's `prepare()` makes its prompt embeddings (vision, merge) now,
-   the decoder prefills them into the slot and the first token goes out at once;
+1. admit waiting requests into free slots (one per iteration by default; lowest slot first,
+   so the smallest captured batch size serves): the request's `prepare()` makes its prompt
+   embeddings (vision, merge) now, the decoder prefills them into the slot and the first
+   token goes out at once;
 2. drop cancelled requests (an interrupted source leaves before the next step is queued);
 3. queue one step over the busy slots (a graph replay; token ids copied to pinned memory);
 4. read the previous step's ids (the GPU already works on the next one) and hand each busy
@@ -59,11 +60,12 @@ class _Busy:
 class ContinuousBatch:
     """The host loop above. Not thread-safe except `submit`: one thread runs `iterate`."""
 
-    def __init__(self, decoder: BatchDecoder, admit_per_step: int | None = None) -> None:
+    def __init__(self, decoder: BatchDecoder, admit_per_step: int = 1) -> None:
         self.decoder = decoder
         # Admissions per iteration: each one's vision and prefill delay the step of every busy
-        # slot, so one per step lets early sources speak sooner; None admits all that fit.
-        self.admit_per_step = admit_per_step or decoder.slots
+        # slot, so one per step lets early sources speak before late ones are prefilled (the
+        # worst source waits as long either way: docs/benchmarks.md).
+        self.admit_per_step = admit_per_step
         self.waiting: queue.Queue[BatchRequest] = queue.Queue()
         self.busy: dict[int, _Busy] = {}
         cuda = decoder.device.type == "cuda"
