@@ -80,9 +80,9 @@ class BatchDecoder:
     @property
     def mode(self) -> str:
         """How a step runs, for the engine's info."""
-        how = "compiled+cuda-graph" if self.compiled and self.graphs else (
-            "cuda-graph" if self.graphs else "eager"
-        )  # fmt: skip
+        how = "eager"
+        if self.graphs:
+            how = "compiled+cuda-graph" if self.compiled else "cuda-graph"
         attention = "length-aware" if self.length_aware else "masked"
         return f"{how}, {self.slots} slots, {attention} attention"
 
