@@ -11,11 +11,13 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from api.audio import OpusTap, PcmTap
 from api.auth import KeyRing, load_keys
 from api.boundary import Boundary
 from api.frames import FrameHub
 from api.hub import MessageHub
 from api.metrics import ApiMetrics
+from api.sse import SseTap
 from shared.bus import REDIS_ERRORS, connect_redis
 from shared.claims import Claims
 from shared.keys import Keys
@@ -40,7 +42,14 @@ class AppState:
         self.redis: aioredis.Redis = connect_redis(settings.redis_url)
         self.claims = Claims(self.redis, self.keys, int(settings.claim_ttl * 1000))
         self.registry = SourceRegistry(self.redis, self.keys, settings.default_instruction)
-        self.hub = MessageHub(settings.redis_url, self.keys, self.metrics, settings.viewer_queue)
+        self.hub = MessageHub(
+            settings.redis_url,
+            self.keys,
+            self.metrics,
+            settings.viewer_queue,
+            {"sse": SseTap, "audio": PcmTap, "opus": OpusTap},
+            settings.sse_keepalive,
+        )
         self.frames = FrameHub(self.redis, self.keys, self.metrics)
         self.page_html = (STATIC_DIR / "index.html").read_bytes()
 

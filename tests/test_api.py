@@ -277,6 +277,13 @@ async def test_audio_is_a_raw_pcm_stream_with_its_format_in_headers(api: Api) ->
     pub = SourcePublisher(api.redis, api.keys, name)
     pcm = [bytes([i]) * 960 for i in range(1, 4)]
     async with api.client() as http:
+        # Speech off (no worker says tts, ENABLE_TTS unset): a clear 409, not a silent 200.
+        off = await http.get(f"/api/sources/{name}/audio", headers=VIEW_H)
+        assert off.status_code == 409 and "ENABLE_TTS=true" in off.json()["error"]
+        bad = await http.get(f"/api/sources/{name}/audio?format=mp3", headers=VIEW_H)
+        assert bad.status_code in (400, 422)
+        await api.redis.set(api.keys.lease(name), "w1")
+        await api.redis.hset(api.keys.worker_status("w1"), mapping={"tts": "on"})  # type: ignore[misc]
         async with http.stream("GET", f"/api/sources/{name}/audio", headers=VIEW_H) as resp:
             assert resp.status_code == 200
             assert resp.headers["x-audio-format"] == "s16le"
