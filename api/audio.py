@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPUS_BITRATE = 32_000  # speech, mono: clear at 24-32 kb/s
-OPUS_FRAME = PCM_RATE * 60 // 1000  # 60 ms frames: fewer packets, less framing per second
+# 20 ms frames: a chunk is padded to whole frames (else the encoder holds its tail until the
+# next chunk), and 20 ms is the longest pause that padding may add between two chunks.
+OPUS_FRAME = PCM_RATE * 20 // 1000
 PCM_BYTES_PER_S = PCM_RATE * 2
 WAV_SECONDS_MAX = 60
 SILENCE = bytes(PCM_BYTES_PER_S)
@@ -69,7 +71,7 @@ def _encoder() -> av.AudioCodecContext:
     codec.format = "s16"
     codec.bit_rate = OPUS_BITRATE
     codec.time_base = Fraction(1, PCM_RATE)
-    codec.options = {"frame_duration": "60", "application": "voip"}
+    codec.options = {"frame_duration": "20", "application": "voip"}
     codec.open()
     return codec
 
