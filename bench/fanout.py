@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cv2  # noqa: E402
+import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
@@ -78,10 +79,12 @@ async def publish(kind: str, redis_url: str, keys: Keys, rate: float, seconds: f
             if kind == "sse":
                 await pub.text(TextChunk(source=SOURCE, cycle="b", seq=seq, text="a red car "))
             elif kind == "pcm":
-                pcm = struct.pack("<d", now) + bytes(PCM_CHUNK - 8)
+                pcm = struct.pack("<d", now) + b"LOOKOUT!" + bytes(PCM_CHUNK - 16)
                 await pub.audio(AudioChunk(source=SOURCE, cycle="b", seq=seq, pcm=pcm))
             else:
-                frame = FrameRecord(seq=seq + 1, ts=now, width=640, height=360, jpeg=jpegs[seq % 10])
+                frame = FrameRecord(
+                    seq=seq + 1, ts=now, width=640, height=360, jpeg=jpegs[seq % 10]
+                )
                 await redis.xadd(keys.frames(SOURCE), frame.to_fields(), maxlen=50)  # type: ignore[arg-type]
     finally:
         await redis.aclose()
@@ -98,6 +101,34 @@ def tree_cpu(proc: psutil.Process) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def run_queue_wait(proc: psutil.Process) -> float:
+    """Seconds `proc` and its children spent runnable but waiting for a CPU (Linux schedstat):
+    on a machine that other work loads, the share of time the API was starved of a core."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            fields = Path(f"/proc/{p.pid}/schedstat").read_text().split()
+            total += int(fields[1]) / 1e9
+        except (OSError, IndexError, psutil.NoSuchProcess):
+            pass
+    return total
+
+
+def gc_passes(port: int) -> dict[str, float]:
+    """`lookout_api_gc_seconds` count and sum by generation, from the API's /metrics."""
+    out: dict[str, float] = {}
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return out
+    for line in text.splitlines():
+        if line.startswith(("lookout_api_gc_seconds_count", "lookout_api_gc_seconds_sum")):
+            name, value = line.rsplit(" ", 1)
+            gen = name.split('generation="')[1][0]
+            out[f"{name.split('{')[0].rsplit('_', 1)[1]}{gen}"] = float(value)
+    return out
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -138,12 +169,14 @@ def run_once(args: argparse.Namespace, redis: RedisServer, viewers: int, procs: 
         ready = client.stdout.readline().split()
         connected = int(ready[1]) if ready[:1] == ["ready"] else 0
         time.sleep(1.0)  # every relay subscribed, the connect burst's garbage collected
-        proc = psutil.Process(api.proc.pid)
-        cpu0, t0 = tree_cpu(proc), time.monotonic()
+        proc, client_proc = psutil.Process(api.proc.pid), psutil.Process(client.pid)
+        cpu0, t0, client0 = tree_cpu(proc), time.monotonic(), tree_cpu(client_proc)
+        wait0, gc0 = run_queue_wait(proc), gc_passes(port)
         spy = profiler(args, proc, viewers, procs)
         sent = asyncio.run(publish(args.kind, redis.url, keys, args.rate, args.seconds))
         time.sleep(1.0)  # the last messages in flight
-        cpu1, t1 = tree_cpu(proc), time.monotonic()
+        cpu1, t1, client1 = tree_cpu(proc), time.monotonic(), tree_cpu(client_proc)
+        wait1, gc1 = run_queue_wait(proc), gc_passes(port)
         rss = tree_rss(proc)
         if spy is not None:
             spy.wait(30)
@@ -171,9 +204,19 @@ def run_once(args: argparse.Namespace, redis: RedisServer, viewers: int, procs: 
         "floor_p50_ms": result["floor"]["p50_ms"],
         "floor_p99_ms": result["floor"]["p99_ms"],
         "cpu_pct": round(cpu, 1),
+        "cpu_us_per_delivery": round((cpu1 - cpu0) * 1e6 / max(1, v["received"]), 2),
         "cpu_pct_per_1000": round(cpu * 1000 / viewers, 1),
         "rss_mb": round(rss / 2**20, 1),
         "rss_mb_per_1000": round(rss / 2**20 * 1000 / viewers, 1),
+        "api_waiting_for_cpu_pct": round(100 * (wait1 - wait0) / (t1 - t0), 1),
+        "client_cpu_pct": round(100 * (client1 - client0) / (t1 - t0), 1),
+        "gc_full_passes": gc1.get("count2", 0) - gc0.get("count2", 0) if gc1 else None,
+        "gc_full_ms": round((gc1.get("sum2", 0) - gc0.get("sum2", 0)) * 1000, 1) if gc1 else None,
+        "gc_all_ms": round(
+            sum(gc1.get(f"sum{g}", 0) - gc0.get(f"sum{g}", 0) for g in "012") * 1000, 1
+        )
+        if gc1
+        else None,
         "label": args.label,
         "load_before": os.getloadavg()[0],
     }
@@ -207,7 +250,10 @@ def report(row: dict) -> None:
         f"{row['delivered'] * 100:6.2f}%  min/viewer {row['min_per_viewer_per_s']:5.2f}/s  "
         f"p50 {row['p50_ms']} p99 {row['p99_ms']} ms (floor {row['floor_p50_ms']}/"
         f"{row['floor_p99_ms']})  CPU {row['cpu_pct']}% ({row['cpu_pct_per_1000']}%/1k)  "
-        f"RSS {row['rss_mb']} MB  load {row['load_before']:.2f}",
+        f"RSS {row['rss_mb']} MB  API waited for a CPU {row['api_waiting_for_cpu_pct']}%  "
+        f"client CPU {row['client_cpu_pct']}%  GC full {row['gc_full_passes']} "
+        f"({row['gc_full_ms']} ms), all {row['gc_all_ms']} ms  "
+        f"load {row['load_before']:.2f}",
         flush=True,
     )
 
