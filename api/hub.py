@@ -158,7 +158,13 @@ class SourceRelay:
     async def _run(self) -> None:
         async for _channel, message in self.subscription.messages():
             for kind, tap in list(self.taps.items()):
-                item = tap.convert(message)
+                try:
+                    item = tap.convert(message)
+                except Exception:  # one bad message (an encoder error) must not stop the relay
+                    log.exception(
+                        "%s viewers of %s: could not convert a message", kind, self.source
+                    )
+                    continue
                 if item is not None:
                     self._fan_out(kind, item)
             # redis-py hands out a burst from its buffer without suspending; yield so the

@@ -356,6 +356,7 @@ async def test_metrics_counters_move(api: Api) -> None:
     )
     assert _metric(during, 'lookout_api_viewers{kind="sse"}') >= 1
     assert 'route="/api/sources/{name}/events"' in after
+    assert 'lookout_api_gc_seconds_count{generation="2"}' in after  # GC passes are timed
     assert _metric(after, "lookout_api_request_seconds_count") > _metric(
         before, "lookout_api_request_seconds_count"
     )
