@@ -12,7 +12,7 @@ speech chunks at `--rate` per second for `--seconds`, and prints per run
 
     .venv/bin/python bench/fanout.py --kind sse --viewers 1000,2000,5000 --procs 1,2
     .venv/bin/python bench/fanout.py --kind mjpeg --viewers 500,2000 --rate 10
-    .venv/bin/python bench/fanout.py --plot docs/fanout  # PNGs from the last results
+    .venv/bin/python bench/fanout.py --plot docs/fanout  # PNGs and a table of the results
 
 Results are appended to test-artifacts/fanout.json (one object per run) for --plot.
 """
@@ -271,9 +271,10 @@ def main() -> int:
     p.add_argument("--plot", metavar="PREFIX", help="only draw PREFIX_*.png from the results")
     args = p.parse_args()
     if args.plot:
-        from bench.fanout_plot import plot
+        from bench.fanout_plot import plot, table
 
         plot(RESULTS, args.plot)
+        print(table(RESULTS))
         return 0
     redis = RedisServer().start()
     RESULTS.parent.mkdir(exist_ok=True)

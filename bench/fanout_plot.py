@@ -1,4 +1,6 @@
-"""Plots of bench/fanout.py results: p50/p99 latency and API CPU against viewers (PNG)."""
+"""Plots of bench/fanout.py results against viewers (PNG): p50/p99 latency, and the API's CPU
+time per message delivered to one viewer (what a viewer costs, whatever share of the cores
+the API got on a loaded machine)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def plot(results: Path, prefix: str) -> list[Path]:
                 color=line.get_color(),
                 label=f"{name} p50",
             )
-            cpu.plot(x, [r["cpu_pct"] for r in points], marker="o", label=name)
+            cpu.plot(x, [r["cpu_us_per_delivery"] for r in points], marker="o", label=name)
         floors = [r["floor_p99_ms"] for r in kind_rows if r["floor_p99_ms"] is not None]
         if floors:
             lat.axhline(
@@ -54,8 +56,9 @@ def plot(results: Path, prefix: str) -> list[Path]:
         lat.set_title(f"{kind.upper()}: latency at the viewers")
         lat.legend(fontsize=7)
         cpu.set_xlabel("viewers")
-        cpu.set_ylabel("API CPU (% of one core, all processes)")
-        cpu.set_title(f"{kind.upper()}: API CPU")
+        cpu.set_ylabel("API CPU µs per message delivered to one viewer")
+        cpu.set_ylim(bottom=0)
+        cpu.set_title(f"{kind.upper()}: API CPU per delivery")
         cpu.legend(fontsize=7)
         fig.tight_layout()
         out = Path(f"{prefix}-{kind}.png")
@@ -64,3 +67,24 @@ def plot(results: Path, prefix: str) -> list[Path]:
         written.append(out)
         print(f"wrote {out}")
     return written
+
+
+def table(results: Path) -> str:
+    """The results as a Markdown table, one row per run, in file order."""
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    head = (
+        "| kind | code | procs | viewers | delivered | min/viewer/s | p50 ms | p99 ms "
+        "| floor p50/p99 ms | API CPU % | CPU µs/delivery | API RSS MB | API waited for CPU % "
+        "| client CPU % | GC passes in window (ms) |\n| " + " | ".join(["---"] * 15) + " |"
+    )
+    lines = [head]
+    for r in rows:
+        gc = "n/a" if r.get("gc_all_ms") is None else f"{r['gc_all_ms']}"
+        lines.append(
+            f"| {r['kind']} | {r['label']} | {r['procs']} | {r['viewers']:,} "
+            f"| {r['delivered'] * 100:.1f}% | {r['min_per_viewer_per_s']:.2f} | {r['p50_ms']} "
+            f"| {r['p99_ms']} | {r['floor_p50_ms']}/{r['floor_p99_ms']} | {r['cpu_pct']} "
+            f"| {r['cpu_us_per_delivery']} | {r['rss_mb']} | {r['api_waiting_for_cpu_pct']} "
+            f"| {r['client_cpu_pct']} | {gc} |"
+        )
+    return "\n".join(lines)
