@@ -51,6 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from api.auth import load_keys
     from api.boundary import is_loopback
     from api.gctune import tune_gc
+    from api.live import expose_send
     from api.redact import RedactKeys
     from api.workers import LISTEN_BACKLOG, reuse_port_socket
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return supervise(args, host, port, workers)
     app = create_app(settings)
     config = uvicorn.Config(
-        app,
+        expose_send(app),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),

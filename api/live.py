@@ -6,6 +6,10 @@ A `LiveStream` is still a Litestar response (the handler, its guards, auth and O
 entry stay as they are), but its body is a `LiveBody`: a coroutine that gets `send` and
 writes whatever it has pending in one `http.response.body` event, while this module
 watches for the client's disconnect and cancels it.
+
+The response start goes through every middleware (metrics, error handling see it); the body
+events of a server wrapped in `expose_send` go to the server's own `send`, skipping three
+wrapper coroutines per write that only watch for the start.
 """
 
 from __future__ import annotations
@@ -14,18 +18,31 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from litestar.enums import ScopeType
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 from litestar.response.streaming import ASGIStreamingResponse
-from litestar.types import Receive, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.utils.helpers import get_enum_string_value
 
 if TYPE_CHECKING:
     from litestar import Litestar, Request
 
 Write = Callable[[bytes], Awaitable[None]]
+SERVER_SEND = "lookout.server_send"  # scope key of the server's own send
+
+
+def expose_send(app: ASGIApp) -> ASGIApp:
+    """`app`, with the server's `send` in each HTTP scope for live stream bodies."""
+
+    async def exposed(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP:
+            scope[SERVER_SEND] = send  # type: ignore[literal-required]
+        await app(scope, receive, send)
+
+    return exposed
 
 
 class LiveBody:
@@ -72,6 +89,15 @@ class LiveStream(Stream):
 
 class LiveASGIResponse(ASGIStreamingResponse):
     __slots__ = ()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.start_response(send=send)
+        if self.is_head_response:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            body_send = cast(Send, scope.get(SERVER_SEND, send))
+            await self.send_body(send=body_send, receive=receive)
+        await self.after_response()
 
     async def send_body(self, send: Send, receive: Receive) -> None:
         body = self.iterator

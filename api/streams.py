@@ -69,8 +69,13 @@ class EventStream:
             replay = [event async for event in self._replay()]
             await write(b"".join([*replay, b": ready\n\n"]))  # live from here on
             while True:
+                items = await viewer.take()
+                first = items[0]
+                if len(items) == 1 and type(first) is SseEvent and not first.history_id:
+                    await write(first.data)  # the common case: one live chunk
+                    continue
                 out: list[bytes] = []
-                for item in await viewer.take():
+                for item in items:
                     if isinstance(item, SseEvent):
                         if self._fresh(item):
                             out.append(item.data)
