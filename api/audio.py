@@ -20,9 +20,6 @@ import struct
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-import av
-import numpy as np
-
 from api.hub import RECONNECTED
 from api.live import LiveBody, Write
 from api.ogg import OggOpusWriter
@@ -30,6 +27,8 @@ from shared.messages import PCM_RATE, AnyMessage, AudioChunk
 from shared.records import RecordError, WorkerBeat, as_text
 
 if TYPE_CHECKING:
+    from av import AudioCodecContext
+
     from api.state import AppState  # the state builds the taps of this module
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,10 @@ class PcmTap:
         return data[:cut] or None
 
 
-def _encoder() -> av.AudioCodecContext:
+def _encoder() -> AudioCodecContext:
+    # PyAV loads FFmpeg's libraries: only a process with an Opus listener pays for that.
+    import av
+
     codec = av.CodecContext.create("libopus", "w")
     assert isinstance(codec, av.AudioCodecContext)
     codec.sample_rate = PCM_RATE
@@ -93,17 +95,20 @@ class OpusTap:
         self._pts = 0
 
     def convert(self, message: AnyMessage) -> list[bytes] | None:
+        import av
+
         pcm = self._pcm.convert(message)
         if pcm is None:
             return None
-        samples = np.frombuffer(pcm, dtype="<i2")
         # Pad to whole frames: the encoder would otherwise hold the tail until more speech.
-        samples = np.pad(samples, (0, -len(samples) % OPUS_FRAME))
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        pcm += bytes(-len(pcm) % (OPUS_FRAME * 2))
+        samples = len(pcm) // 2
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(pcm)
         frame.sample_rate = PCM_RATE
         frame.pts = self._pts
         frame.time_base = Fraction(1, PCM_RATE)
-        self._pts += len(samples)
+        self._pts += samples
         return [bytes(packet) for packet in self._encoder.encode(frame)]
 
 
