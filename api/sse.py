@@ -15,7 +15,7 @@ def sse(event: str, data: object, event_id: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: ".encode() + _json.encode(data) + b"\n\n"
 
 
-class SseEvent(msgspec.Struct, frozen=True):
+class SseEvent(msgspec.Struct, frozen=True, gc=False):
     """A live message as every SSE viewer gets it: encoded once, shared by all of them.
 
     `history_id` is set on cycle ends, which a viewer skips when its replay already sent it.
