@@ -25,6 +25,13 @@ OPEN_BANNER = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default SERVER_HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (default SERVER_PORT)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the port, one per core is typical (default API_WORKERS)",
+    )
+    # Set by the supervisor for each of its workers: bind with SO_REUSEPORT.
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
 
 def open_refusal(host: str) -> str:
@@ -43,7 +50,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import create_app
     from api.auth import load_keys
     from api.boundary import is_loopback
+    from api.gctune import tune_gc
+    from api.live import expose_send
     from api.redact import RedactKeys
+    from api.workers import LISTEN_BACKLOG, reuse_port_socket
 
     host = args.host or settings.server_host
     port = args.port or settings.server_port
@@ -57,8 +67,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if open_api and not is_loopback(host) and not settings.allow_open:
         print(open_refusal(host), file=sys.stderr)
         return 2
+    workers = args.workers or settings.api_workers
+    if workers < 1:
+        print("lookout api: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1:
+        return supervise(args, host, port, workers)
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        expose_send(app),
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
@@ -66,6 +83,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # Frames above MAX_FRAME_BYTES still arrive, to be answered with a clear error.
         ws_max_size=max(16 * 1024 * 1024, 2 * settings.max_frame_bytes),
         timeout_graceful_shutdown=3,
+        backlog=LISTEN_BACKLOG,
         proxy_headers=False,
     )
     server = uvicorn.Server(config)  # configures logging: add the filter after it
@@ -75,5 +93,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if open_api:
         log.warning(OPEN_BANNER, host, port)
     log.info("serving on http://%s:%d", host, port)
-    server.run()
+    sockets = [reuse_port_socket(host, port)] if args.reuse_port else None
+    tune_gc(app.state.lookout.metrics)
+    server.run(sockets=sockets)
     return 0
+
+
+def supervise(args: argparse.Namespace, host: str, port: int, workers: int) -> int:
+    """Run `workers` API processes on (host, port) until interrupted."""
+    from api.workers import Supervisor, port_in_use, worker_command
+
+    if port_in_use(host, port):
+        print(f"lookout api: {host}:{port} is already in use", file=sys.stderr)
+        return 2
+    log.info("serving on http://%s:%d with %d worker processes", host, port, workers)
+    return Supervisor(worker_command(args.env_file, host, port), workers).run()

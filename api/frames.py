@@ -1,9 +1,10 @@
 """Fan-out of a source's JPEG frames to the MJPEG viewers on this API process.
 
-One reader per source per process blocks on XREAD of the frames stream and keeps only the
-newest frame; viewers are woken through their own event. A viewer that is still sending an
-older frame simply misses the ones in between (latest wins), so it never holds up the
-reader or another viewer, and each viewer is paced to at most DISPLAY_FPS.
+One reader per source per process blocks on XREAD of the frames stream, builds the newest
+frame's multipart part once and hands that same bytes object to every viewer, which sends it
+at once (no pacing clock: frames leave as they arrive, at the producer's DISPLAY_FPS). A
+viewer that is still sending an older part keeps only the newest pending one (latest wins),
+so it never holds up the reader or another viewer.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from api.hub import Viewer
 from api.metrics import ApiMetrics
 from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
@@ -25,12 +26,17 @@ from shared.records import FrameRecord, RecordError
 log = logging.getLogger(__name__)
 
 XREAD_BLOCK_MS = 1000
+MJPEG_BOUNDARY = "lookoutframe"
 
 
-@dataclass(eq=False)
-class FrameViewer:
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    seen: int = 0
+def mjpeg_part(frame: FrameRecord) -> bytes:
+    """One multipart/x-mixed-replace part: headers, the JPEG, CRLF."""
+    head = (
+        f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {len(frame.jpeg)}\r\nX-Frame-Seq: {frame.seq}\r\n"
+        f"X-Frame-Ts: {frame.ts:.3f}\r\n\r\n"
+    ).encode()
+    return b"".join((head, frame.jpeg, b"\r\n"))
 
 
 class ViewerFrames:
@@ -41,16 +47,22 @@ class ViewerFrames:
         self._redis = redis
         self._stream = keys.frames(source)
         self._metrics = metrics
-        self.viewers: set[FrameViewer] = set()
-        self.latest: FrameRecord | None = None
-        self.version = 0
+        self.viewers: set[Viewer] = set()
+        self.latest: bytes | None = None  # the newest frame's part
         self.task = asyncio.create_task(self._run(), name=f"frames-{source}")
 
     def _publish(self, frame: FrameRecord) -> None:
-        self.latest = frame
-        self.version += 1
+        part = self.latest = mjpeg_part(frame)
+        delivered = dropped = 0
         for viewer in self.viewers:
-            viewer.wake.set()
+            if viewer.offer(part):
+                delivered += 1
+            else:
+                dropped += 1  # it was still sending: the frame it had pending is skipped
+        if delivered:
+            self._metrics.frames.inc(delivered)
+        if dropped:
+            self._metrics.dropped.labels("mjpeg").inc(dropped)
 
     async def _run(self) -> None:
         last_id = "$"
@@ -105,18 +117,20 @@ class FrameHub:
         return sum(len(r.viewers) for r in readers if r is not None)
 
     @contextlib.asynccontextmanager
-    async def viewer(self, source: str) -> AsyncIterator[FrameStream]:
-        """A paced stream of the newest frames of `source`, until the block ends."""
+    async def viewer(self, source: str) -> AsyncIterator[Viewer]:
+        """A viewer of the newest frame parts of `source` (the current one first)."""
         reader = self._readers.get(source)
         if reader is None:
             reader = self._readers[source] = ViewerFrames(
                 source, self._redis, self._keys, self._metrics
             )
-        viewer = FrameViewer()
+        viewer = Viewer(limit=1, latest=True)
+        if reader.latest is not None:
+            viewer.offer(reader.latest)
         reader.viewers.add(viewer)
         self._metrics.viewers.labels("mjpeg").inc()
         try:
-            yield FrameStream(reader, viewer, self._metrics)
+            yield viewer
         finally:
             reader.viewers.discard(viewer)
             self._metrics.viewers.labels("mjpeg").dec()
@@ -128,43 +142,3 @@ class FrameHub:
         readers, self._readers = list(self._readers.values()), {}
         for reader in readers:
             await reader.stop()
-
-
-class FrameStream:
-    """What one viewer iterates: the newest frame each time, never faster than `max_fps`."""
-
-    def __init__(self, reader: ViewerFrames, viewer: FrameViewer, metrics: ApiMetrics) -> None:
-        self._reader = reader
-        self._viewer = viewer
-        self._metrics = metrics
-
-    async def paced(self, max_fps: float, idle: float) -> AsyncIterator[FrameRecord | None]:
-        """Frames at most `max_fps` per second; None after each `idle` s without one."""
-        loop = asyncio.get_running_loop()
-        interval = 1.0 / max_fps
-        due = loop.time()
-        while True:
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            frame = await self.next(idle)
-            due = loop.time() + (interval if frame is not None else 0.0)
-            yield frame
-
-    async def next(self, idle: float) -> FrameRecord | None:
-        """The next frame newer than the last one returned; None after `idle` s without."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while self._reader.version <= self._viewer.seen or self._reader.latest is None:
-            self._viewer.wake.clear()
-            remaining = idle - (loop.time() - started)
-            if remaining <= 0:
-                return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._viewer.wake.wait(), remaining)
-        skipped = self._reader.version - self._viewer.seen - 1
-        if self._viewer.seen and skipped > 0:
-            self._metrics.dropped.labels("mjpeg").inc(skipped)
-        self._viewer.seen = self._reader.version
-        self._metrics.frames.inc()
-        return self._reader.latest

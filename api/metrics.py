@@ -42,6 +42,13 @@ class ApiMetrics:
         self.ingested = Counter(
             "lookout_api_frames_ingested", "Frames received over the ingest WebSocket", registry=r
         )
+        self.gc = Histogram(
+            "lookout_api_gc_seconds",
+            "Garbage-collection passes of this process, by generation",
+            ["generation"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+        )
         self.latency = Histogram(
             "lookout_api_request_seconds",
             "Time to the start of the response",

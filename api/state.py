@@ -11,11 +11,13 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from api.audio import OpusTap, PcmTap
 from api.auth import KeyRing, load_keys
 from api.boundary import Boundary
 from api.frames import FrameHub
 from api.hub import MessageHub
 from api.metrics import ApiMetrics
+from api.sse import SseTap
 from shared.bus import REDIS_ERRORS, connect_redis
 from shared.claims import Claims
 from shared.keys import Keys
@@ -47,6 +49,8 @@ class AppState:
             self.keys,
             self.metrics,
             settings.viewer_queue,
+            {"sse": SseTap, "audio": PcmTap, "opus": OpusTap},
+            settings.sse_keepalive,
             cluster=settings.redis_cluster,
         )
         self.frames = FrameHub(self.redis, self.keys, self.metrics)

@@ -1,39 +1,36 @@
-"""The three live streams a viewer can open: SSE events, MJPEG video and raw PCM speech.
+"""The live streams a viewer can open: SSE events and MJPEG video (speech: api/audio.py).
 
 SSE follows the standard: named events (`chunk`, `cycle`, `commentary`, `notice`,
 `reconnected`, `gap`), `retry:`, a keep-alive comment, and ids on commentary-level events that are
 history stream ids, so `Last-Event-ID` resumes with an exclusive XRANGE and a reconnecting
 browser misses no commentary. Text chunks carry no id (they are the fast path).
+
+Each live message is encoded once per process (api/sse.py) and the same bytes go to every
+viewer; each MJPEG part is built once per frame (api/frames.py). A viewer's writer sends
+everything pending in one write (see api/hub.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from api.history import history_item
-from api.state import AppState
+from api.hub import KEEPALIVE, RECONNECTED
+from api.live import LiveBody, Write
+from api.sse import SseEvent, sse
 from shared.bus import REDIS_ERRORS
-from shared.messages import (
-    PCM_RATE,
-    AlertEvent,
-    AudioChunk,
-    CycleEnded,
-    CycleEvent,
-    SourceNotice,
-    TextChunk,
-)
+
+if TYPE_CHECKING:
+    from api.state import AppState  # the state builds the taps of this module
 
 log = logging.getLogger(__name__)
 
 RESUME_MAX = 200  # most commentaries sent to a resuming client
-MJPEG_BOUNDARY = "lookoutframe"
-SSE_KINDS: tuple[type, ...] = (TextChunk, CycleEvent, SourceNotice, AlertEvent)
-
-_json = msgspec.json.Encoder()
+KEEPALIVE_COMMENT = b": keep-alive\n\n"
 
 
 class Gap(msgspec.Struct, frozen=True):
@@ -42,12 +39,6 @@ class Gap(msgspec.Struct, frozen=True):
     source: str
     skipped: int
     before: str  # page the skipped ones with GET /api/sources/NAME/history?before=<before>
-
-
-def sse(event: str, data: object, event_id: str | None = None) -> bytes:
-    """One SSE event; `data` is JSON-encoded on one line."""
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: ".encode() + _json.encode(data) + b"\n\n"
 
 
 def newer(a: str, b: str | None) -> bool:
@@ -67,14 +58,52 @@ class EventStream:
         self.source = source
         self.last_id = last_event_id
 
+    def body(self) -> LiveBody:
+        return LiveBody(self.run)
+
+    async def run(self, write: Write) -> None:
+        settings = self.state.settings
+        await write(f"retry: {settings.sse_retry_ms}\n\n".encode())
+        async with self.state.hub.viewer(self.source, "sse") as viewer:
+            # Subscribed before reading history: nothing falls between the two.
+            replay = [event async for event in self._replay()]
+            await write(b"".join([*replay, b": ready\n\n"]))  # live from here on
+            while True:
+                items = await viewer.take()
+                first = items[0]
+                if len(items) == 1 and type(first) is SseEvent and not first.history_id:
+                    await write(first.data)  # the common case: one live chunk
+                    continue
+                out: list[bytes] = []
+                for item in items:
+                    if isinstance(item, SseEvent):
+                        if self._fresh(item):
+                            out.append(item.data)
+                    elif item is KEEPALIVE:
+                        out.append(KEEPALIVE_COMMENT)
+                    elif item is RECONNECTED:
+                        out.append(sse("reconnected", {"source": self.source}))
+                        out.extend([event async for event in self._replay()])
+                if out:
+                    await write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _fresh(self, event: SseEvent) -> bool:
+        """False for a cycle end the replay already sent; remembers the newest history id."""
+        hid = event.history_id
+        if not hid:
+            return True
+        if not newer(hid, self.last_id):
+            return False
+        self.last_id = hid
+        return True
+
     async def _replay(self) -> AsyncIterator[bytes]:
         """History after `last_id` (exclusive), or the newest SSE_REPLAY on a fresh connect."""
         stream = self.state.keys.history(self.source)
         try:
             if self.last_id is None:
-                newest = await self.state.redis.xrevrange(
-                    stream, count=self.state.settings.sse_replay
-                )
+                count = self.state.settings.sse_replay
+                newest = await self.state.redis.xrevrange(stream, count=count) if count else []
                 entries = list(reversed(newest))
             else:
                 newest = await self.state.redis.xrevrange(
@@ -109,82 +138,17 @@ class EventStream:
             return None
         return Gap(source=self.source, skipped=len(skipped), before=before)
 
-    def _event(self, message: object) -> bytes | None:
-        if isinstance(message, TextChunk):
-            return sse("chunk", message)
-        if isinstance(message, CycleEnded):
-            hid = message.history_id
-            if hid:
-                if not newer(hid, self.last_id):
-                    return None  # already sent by the replay
-                self.last_id = hid
-            return sse("cycle", message, hid or None)
-        if isinstance(message, CycleEvent):
-            return sse("cycle", message)
-        if isinstance(message, SourceNotice):
-            return sse("notice", message)
-        if isinstance(message, AlertEvent):  # a watch rule fired or cleared
-            return sse("alert", message)
-        return None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        settings = self.state.settings
-        yield f"retry: {settings.sse_retry_ms}\n\n".encode()
-        async with self.state.hub.viewer(self.source, SSE_KINDS, "sse") as viewer:
-            # Subscribed before reading history: nothing falls between the two.
-            async for event in self._replay():
-                yield event
-            yield b": ready\n\n"  # live from here on (tests and tools wait for it)
+def mjpeg_body(state: AppState, source: str) -> LiveBody:
+    """multipart/x-mixed-replace parts of the newest frames, each sent as soon as it is read.
+
+    A viewer still sending an older part skips the frames in between (latest wins).
+    """
+
+    async def run(write: Write) -> None:
+        async with state.frames.viewer(source) as viewer:
             while True:
-                try:
-                    item = await asyncio.wait_for(viewer.queue.get(), settings.sse_keepalive)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if not isinstance(item, SSE_KINDS):
-                    yield sse("reconnected", {"source": self.source})
-                    async for event in self._replay():
-                        yield event
-                    continue
-                data = self._event(item)
-                if data is not None:
-                    yield data
+                parts = await viewer.take()
+                await write(parts[-1])
 
-
-async def mjpeg_stream(state: AppState, source: str) -> AsyncIterator[bytes]:
-    """multipart/x-mixed-replace parts of the newest frames, at most DISPLAY_FPS."""
-    settings = state.settings
-    async with state.frames.viewer(source) as frames:
-        async for frame in frames.paced(settings.display_fps, settings.sse_keepalive):
-            if frame is None:
-                continue  # no frame for a while: nothing to send, the part boundary waits
-            yield (
-                (
-                    f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                    f"Content-Length: {len(frame.jpeg)}\r\nX-Frame-Seq: {frame.seq}\r\n"
-                    f"X-Frame-Ts: {frame.ts:.3f}\r\n\r\n"
-                ).encode()
-                + frame.jpeg
-                + b"\r\n"
-            )
-
-
-async def audio_stream(state: AppState, source: str) -> AsyncIterator[bytes]:
-    """The raw 48 kHz mono s16le PCM of the source's speech, chunk after chunk."""
-    # Speech comes in bursts faster than real time: allow a deeper queue than text.
-    depth = state.settings.viewer_queue * 4
-    async with state.hub.viewer(source, (AudioChunk,), "audio", depth) as viewer:
-        carry = b""
-        while True:
-            item = await viewer.queue.get()
-            if not isinstance(item, AudioChunk):
-                continue
-            if item.sample_rate != PCM_RATE:
-                log.warning("dropped a %d Hz audio chunk of %s", item.sample_rate, source)
-                continue
-            data = carry + item.pcm
-            # Keep the byte stream sample-aligned even if a chunk had an odd length.
-            cut = len(data) - len(data) % 2
-            carry = data[cut:]
-            if cut:
-                yield data[:cut]
+    return LiveBody(run)

@@ -179,6 +179,14 @@ class Settings:
         lo=1,
         hi=1000,
     )
+    api_workers: int = _var(
+        1,
+        "API processes sharing the one port (SO_REUSEPORT), each with its own Redis "
+        "subscriptions; `lookout api --workers N` overrides it",
+        "server",
+        lo=1,
+        hi=64,
+    )
 
     # --- Capture (producers) ---
     capture_fps: float = _var(

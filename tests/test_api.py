@@ -241,7 +241,10 @@ async def test_sse_replays_streams_live_and_resumes_with_last_event_id(api: Api)
     assert resumed[-1].id == newer
     async with api.client() as http:
         bad = await http.get(url, headers={**VIEW_H, "Last-Event-ID": "yesterday"})
+        # Shaped like an id but past 64 bits: Redis would refuse it (a 500), so the API does.
+        huge = await http.get(url, headers={**VIEW_H, "Last-Event-ID": "1" * 20 + "-0"})
     assert bad.status_code == 422 and bad.json()["field"] == "Last-Event-ID"
+    assert huge.status_code == 422 and huge.json()["field"] == "Last-Event-ID"
 
 
 async def test_frame_and_mjpeg_deliver_real_jpegs(api: Api) -> None:
@@ -277,6 +280,13 @@ async def test_audio_is_a_raw_pcm_stream_with_its_format_in_headers(api: Api) ->
     pub = SourcePublisher(api.redis, api.keys, name)
     pcm = [bytes([i]) * 960 for i in range(1, 4)]
     async with api.client() as http:
+        # Speech off (no worker says tts, ENABLE_TTS unset): a clear 409, not a silent 200.
+        off = await http.get(f"/api/sources/{name}/audio", headers=VIEW_H)
+        assert off.status_code == 409 and "ENABLE_TTS=true" in off.json()["error"]
+        bad = await http.get(f"/api/sources/{name}/audio?format=mp3", headers=VIEW_H)
+        assert bad.status_code in (400, 422)
+        await api.redis.set(api.keys.lease(name), "w1")
+        await api.redis.hset(api.keys.worker_status("w1"), mapping={"tts": "on"})  # type: ignore[misc]
         async with http.stream("GET", f"/api/sources/{name}/audio", headers=VIEW_H) as resp:
             assert resp.status_code == 200
             assert resp.headers["x-audio-format"] == "s16le"
@@ -349,6 +359,7 @@ async def test_metrics_counters_move(api: Api) -> None:
     )
     assert _metric(during, 'lookout_api_viewers{kind="sse"}') >= 1
     assert 'route="/api/sources/{name}/events"' in after
+    assert 'lookout_api_gc_seconds_count{generation="2"}' in after  # GC passes are timed
     assert _metric(after, "lookout_api_request_seconds_count") > _metric(
         before, "lookout_api_request_seconds_count"
     )

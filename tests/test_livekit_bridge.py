@@ -14,7 +14,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from livekit import rtc
 
-from api.streams import sse
+from api.sse import sse
 from bridge.camera import CameraIn, frames_of
 from bridge.livekit_room import LiveKitRoom
 from bridge.room import BridgeRoom
