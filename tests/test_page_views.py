@@ -343,6 +343,10 @@ async def test_grid_shows_every_source_and_opens_one(
             tiles = "[...document.querySelectorAll('#grid .tile')]"
             await v.until(f"{tiles}.filter(t => t.querySelector('img')?.naturalWidth).length >= 2")
             await v.until(f"{tiles}.some(t => t.textContent.includes('Quiet south side.'))")
+            # The footer counts the tiles shown (it said "all 0 sources" when clicked early).
+            count = await v.page.evaluate(f"{tiles}.length")
+            footer = await v.page.text_content("#status")
+            assert footer == f"{count} sources: click one to open it"
             await v.shot(f"page-grid-{size}")
         assert v.errors == []
     async with viewer(browser, server.url + "/?source=north") as v:

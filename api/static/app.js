@@ -172,8 +172,7 @@ $("grid-toggle").onclick = () => {
   const on = !gridOn();
   if (on) { closeSource(); state.source = null; }
   showGrid(on, (name) => { showGrid(false); openSource(name); });
-  if (on) setStatus(`all ${state.sources.length} sources: click one to open it`);
-  else loadSources();
+  if (!on) loadSources();
 };
 window.addEventListener("lookout:sources", () => { loadSources(); });
 

@@ -1,7 +1,7 @@
 // The grid: every source as a small live tile (its newest frame, refreshed each second, and
 // its newest commentary); a click opens that source. Tiles poll `/frame` and `/history`
 // instead of streaming: a browser opens at most six connections to one host.
-import { $, ago, api, imageUrl, sourcePath, state } from "./core.js";
+import { $, ago, api, imageUrl, setStatus, sourcePath, state } from "./core.js";
 
 const FRAME_EVERY_MS = 1000;
 const TEXT_EVERY_MS = 3000;
@@ -47,6 +47,7 @@ export function buildTiles() {
     tile.onclick = () => onPick && onPick(s.name);
     grid.append(tile);
   }
+  setStatus(`${state.sources.length} sources: click one to open it`);
 }
 
 async function refresh(showing, n) {
