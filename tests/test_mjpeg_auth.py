@@ -89,6 +89,17 @@ def test_a_wrong_digest_password_is_refused(jpegs: list[bytes]) -> None:
         camera.stop()
 
 
+def test_a_digest_lookout_cannot_answer_is_refused_for_good(jpegs: list[bytes]) -> None:
+    camera = DigestCamera(jpegs, "admin", "secret", algorithm="SHA-512-256").start()
+    try:
+        with pytest.raises(SourceOpenError, match="asks for Digest with SHA-512-256") as refused:
+            MjpegReader(camera.url(), CONFIG, None)
+        assert refused.value.permanent and "secret" not in str(refused.value)
+        assert camera.authorizations == []  # nothing was sent in its place
+    finally:
+        camera.stop()
+
+
 def test_basic_cameras_still_work(jpegs: list[bytes]) -> None:
     server = MjpegServer(jpegs, fps=20, auth="cam:s3cret").start()
     try:
