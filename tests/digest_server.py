@@ -1,13 +1,14 @@
 """A real HTTP camera that wants Digest authentication (RFC 7616), as many IP cameras do.
 
-Serves MJPEG on /stream, one JPEG on /plain, and a redirect to /stream on /moved. Answers a
-request without valid Digest credentials with 401 and a `WWW-Authenticate: Digest` challenge.
-Its check is written here from the RFC, apart from the reader's code; a test also passes
-httpx's own DigestAuth through it, so the two implementations agree with a third.
+Serves MJPEG on /stream, one JPEG on /plain, a redirect to /stream on /moved and one to
+`elsewhere` (another origin) on /away. Answers a request without valid Digest credentials
+with 401 and a `WWW-Authenticate: Digest` challenge (or, with scheme="Basic", a Basic one).
+Its check is written here from the RFC, apart from httpx's code that the reader uses.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -22,14 +23,23 @@ BOUNDARY = "digestcam"
 
 class DigestCamera:
     def __init__(
-        self, frames: list[bytes], user: str, password: str, algorithm: str = "MD5"
+        self,
+        frames: list[bytes],
+        user: str,
+        password: str,
+        algorithm: str = "MD5",
+        scheme: str = "Digest",
     ) -> None:
         self.frames, self.user, self.password, self.algorithm = frames, user, password, algorithm
+        self.scheme = scheme
+        self.endless_401 = False  # a 401 whose body never ends
         self.realm = "Lookout test camera"
         self.nonce = secrets.token_hex(16)
         self.opaque = secrets.token_hex(8)
         self.port = free_port()
         self.authorizations: list[str] = []  # every Authorization header received
+        self.requests: list[tuple[str, str, str]] = []  # (Host, path, Authorization or "")
+        self.elsewhere = ""  # where /away redirects to
         self.parts_sent = 0
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -43,12 +53,17 @@ class DigestCamera:
         return hashlib.new(name, text.encode()).hexdigest()
 
     def challenge(self) -> str:
+        if self.scheme == "Basic":
+            return f'Basic realm="{self.realm}"'
         return (
             f'Digest realm="{self.realm}", qop="auth", algorithm={self.algorithm}, '
             f'nonce="{self.nonce}", opaque="{self.opaque}"'
         )
 
     def authorized(self, header: str, method: str, path: str) -> bool:
+        if self.scheme == "Basic":
+            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            return secrets.compare_digest(header, f"Basic {token}")
         if not header.startswith("Digest "):
             return False
         p = {k.lower(): v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|[^,\s]+)', header)}
@@ -76,17 +91,24 @@ class DigestCamera:
 
             def do_GET(self) -> None:
                 header = self.headers.get("Authorization", "")
+                owner.requests.append((self.headers.get("Host", ""), self.path, header))
                 if header:
                     owner.authorizations.append(header)
                 if not owner.authorized(header, "GET", self.path):
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", owner.challenge())
+                    if owner.endless_401:
+                        self.end_headers()
+                        owner.endless(self)
+                        return
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                if self.path == "/moved":
+                if self.path in ("/moved", "/away"):
                     self.send_response(302)
-                    self.send_header("Location", "/stream")
+                    self.send_header(
+                        "Location", "/stream" if self.path == "/moved" else owner.elsewhere
+                    )
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -118,6 +140,13 @@ class DigestCamera:
                 self.parts_sent += 1
                 index += 1
                 time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def endless(self, handler: BaseHTTPRequestHandler) -> None:
+        try:
+            while not self._stopping.is_set():
+                handler.wfile.write(b"x" * 65536)
         except (BrokenPipeError, ConnectionResetError):
             pass
 

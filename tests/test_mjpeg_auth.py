@@ -1,6 +1,7 @@
 """The HTTP MJPEG reader against real servers: a camera that wants Digest (MD5, SHA-256), one
-that wants Basic, redirects, and ffmpeg's own HTTP server, which sends `mpjpeg` as
-`application/octet-stream`; and a real producer process reading the Digest camera."""
+that wants Basic, redirects (credentials kept to their origin, refused targets), the checked
+address used instead of a new DNS answer, and ffmpeg's own HTTP server, which sends `mpjpeg`
+as `application/octet-stream`; and a real producer process reading the Digest camera."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import redis
 from producers.mjpeg import MjpegReader
 from producers.readers import ReaderConfig, SourceOpenError
 from shared.keys import Keys
-from shared.urlpolicy import SourcePolicy
+from shared.urlpolicy import CheckedSource, SourcePolicy
 from tests.digest_server import DigestCamera
 from tests.helpers import LookoutProcess, free_port
 from tests.media import MjpegServer, make_jpegs
@@ -54,9 +55,8 @@ def test_the_test_camera_speaks_digest_as_httpx_does(camera: DigestCamera) -> No
     refused = httpx.get(plain, timeout=5)
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Digest ")
-    if camera.algorithm != "MD5-sess":  # httpx's DigestAuth does MD5 and SHA-256 (not -sess)
-        ok = httpx.get(plain, auth=httpx.DigestAuth("admin", "p@ss:word"), timeout=5)
-        assert ok.status_code == 200 and ok.content == camera.frames[0]
+    ok = httpx.get(plain, auth=httpx.DigestAuth("admin", "p@ss:word"), timeout=5)
+    assert ok.status_code == 200 and ok.content == camera.frames[0]
     assert httpx.get(plain, auth=httpx.DigestAuth("admin", "no"), timeout=5).status_code == 401
 
 
@@ -89,6 +89,17 @@ def test_a_wrong_digest_password_is_refused(jpegs: list[bytes]) -> None:
         camera.stop()
 
 
+def test_a_digest_lookout_cannot_answer_is_refused_for_good(jpegs: list[bytes]) -> None:
+    camera = DigestCamera(jpegs, "admin", "secret", algorithm="SHA-512-256").start()
+    try:
+        with pytest.raises(SourceOpenError, match="asks for Digest with SHA-512-256") as refused:
+            MjpegReader(camera.url(), CONFIG, None)
+        assert refused.value.permanent and "secret" not in str(refused.value)
+        assert camera.authorizations == []  # nothing was sent in its place
+    finally:
+        camera.stop()
+
+
 def test_basic_cameras_still_work(jpegs: list[bytes]) -> None:
     server = MjpegServer(jpegs, fps=20, auth="cam:s3cret").start()
     try:
@@ -96,6 +107,87 @@ def test_basic_cameras_still_work(jpegs: list[bytes]) -> None:
         assert read_frames(url, 2) == [(240, 320, 3)] * 2
     finally:
         server.stop()
+
+
+def test_an_endless_401_body_is_not_read(jpegs: list[bytes]) -> None:
+    camera = DigestCamera(jpegs, "admin", "secret").start()
+    camera.endless_401 = True
+    try:
+        started = time.monotonic()
+        assert read_frames(camera.url(), 2) == [(240, 320, 3)] * 2
+        assert time.monotonic() - started < CONFIG.open_timeout  # not ended by the deadline
+    finally:
+        camera.stop()
+
+
+def test_a_basic_challenge_is_answered_only_once_asked(jpegs: list[bytes]) -> None:
+    camera = DigestCamera(jpegs, "cam", "s3cret", scheme="Basic").start()
+    try:
+        assert read_frames(camera.url(), 2) == [(240, 320, 3)] * 2
+        with pytest.raises(SourceOpenError, match="cannot open MJPEG stream"):
+            MjpegReader(camera.url(password="nope"), CONFIG, None)
+    finally:
+        camera.stop()
+    # Each try: first without credentials, then Basic once the camera asked.
+    assert [auth[:6] for _, _, auth in camera.requests] == ["", "Basic ", "", "Basic "]
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_origin(jpegs: list[bytes]) -> None:
+    first = DigestCamera(jpegs, "admin", "secret").start()
+    other = DigestCamera(jpegs, "admin", "secret").start()
+    try:
+        first.elsewhere = f"http://127.0.0.1:{other.port}/stream"
+        with pytest.raises(SourceOpenError, match="cannot open MJPEG stream"):
+            MjpegReader(first.url("/away"), CONFIG, None)
+        assert any(path == "/away" and auth for _, path, auth in first.requests)
+        assert [auth for _, _, auth in other.requests] == [""]  # asked, but told nothing
+    finally:
+        first.stop()
+        other.stop()
+
+
+@pytest.mark.parametrize(
+    ("target", "rule"),
+    [
+        ("http://0x7f000001:{port}/stream", "loopback"),  # 127.0.0.1 spelled in hex
+        ("http://[::ffff:169.254.169.254]/", "metadata"),
+        ("http://10.1.2.3/stream", "private"),
+        ("file:///etc/passwd", None),
+    ],
+)
+def test_a_redirect_to_a_refused_address_is_not_followed(
+    jpegs: list[bytes], target: str, rule: str | None
+) -> None:
+    camera = DigestCamera(jpegs, "admin", "secret").start()
+    try:
+        camera.elsewhere = target.format(port=camera.port)
+        policy = SourcePolicy(frozenset({"http"}), (), allow_private=False)
+        config = ReaderConfig(5, "tcp", 5, 5, 2_000_000, 10_000_000, policy)
+        expected = rf"redirects: .*\({rule}\)" if rule else "redirects to a scheme other than"
+        with pytest.raises(SourceOpenError, match=expected) as refused:
+            MjpegReader(camera.url("/away"), config, None)  # the first hop as if checked
+        assert refused.value.permanent and "secret" not in str(refused.value)
+        assert [path for _, path, _ in camera.requests] == ["/away", "/away"]  # 401, then 302
+    finally:
+        camera.stop()
+
+
+def test_the_reader_connects_to_the_checked_address_with_the_name_as_host(
+    jpegs: list[bytes],
+) -> None:
+    camera = DigestCamera(jpegs, "admin", "secret").start()
+    try:
+        # camera.invalid resolves nowhere: the frames can only come through the checked address.
+        url = f"http://admin:secret@camera.invalid:{camera.port}/stream"
+        checked = CheckedSource("http", host="camera.invalid", addresses=("::1", "127.0.0.1"))
+        reader = MjpegReader(url, CONFIG, checked)  # ::1 refuses: the next address is tried
+        try:
+            assert reader.read() is not None
+        finally:
+            reader.close()
+        assert {host for host, _, _ in camera.requests} == {f"camera.invalid:{camera.port}"}
+    finally:
+        camera.stop()
 
 
 def test_ffmpeg_http_server_octet_stream_mpjpeg() -> None:

@@ -1,6 +1,7 @@
 """A camera that trickles bytes (headers, then one byte every 0.5 s) cannot hold a reader: each
 part has an overall deadline, so every reconnect ends the old connection and its thread, and
-open connections and capture threads stay flat over many reconnects."""
+open connections and capture threads stay flat over many reconnects. Trickled response
+headers meet the opening deadline, and `interrupt()` ends a read blocked in another thread."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from producers.capture import Capture
+from producers.mjpeg import MjpegReader
+from producers.readers import EndOfStream, ReaderConfig, SourceOpenError
 from shared.producer_status import read_producer_status
 from shared.settings_env import load_settings
 from shared.urlpolicy import SourcePolicy
@@ -30,7 +33,8 @@ class TrickleServer:
     """A real HTTP server on 127.0.0.1 that answers a stream's headers, then one byte of a
     JPEG that never ends every TRICKLE_EVERY_S. It counts connections the client still holds."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: bytes = HEADERS + b"\xff\xd8", byte: bytes = b"\x00") -> None:
+        self.start, self.byte = start, byte
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.accepted = 0
@@ -53,12 +57,12 @@ class TrickleServer:
     def _trickle(self, conn: socket.socket) -> None:
         try:
             conn.recv(4096)  # the request
-            conn.sendall(HEADERS + b"\xff\xd8")
+            conn.sendall(self.start)
             while not self._stopping.is_set():
                 readable, _, _ = select.select([conn], [], [], TRICKLE_EVERY_S)
                 if readable and not conn.recv(4096):
                     return  # the client closed its end
-                conn.sendall(b"\x00")
+                conn.sendall(self.byte)
         except OSError:
             return
         finally:
@@ -78,8 +82,50 @@ def trickle() -> Iterator[TrickleServer]:
     server.stop()
 
 
+def test_trickled_response_headers_meet_the_opening_deadline() -> None:
+    server = TrickleServer(b"HTTP/1.0 200 OK\r\nX-Slow: ", b"a")  # a header that never ends
+    config = ReaderConfig(5, "tcp", 1, 1, 2_000_000, 10_000_000)  # OPEN_TIMEOUT 1 s
+    try:
+        started = time.monotonic()
+        with pytest.raises(SourceOpenError, match="cannot open MJPEG stream"):
+            MjpegReader(f"http://127.0.0.1:{server.port}/stream", config, None)
+        assert time.monotonic() - started < 3  # bytes kept arriving; the deadline ended it
+        assert server.accepted == 1
+    finally:
+        server.stop()
+
+
+def test_interrupt_ends_a_read_blocked_in_another_thread(trickle: TrickleServer) -> None:
+    config = ReaderConfig(5, "tcp", 5, 60, 2_000_000, 10_000_000)  # a read may wait 60 s
+    reader = MjpegReader(f"http://127.0.0.1:{trickle.port}/stream", config, None)
+    ended: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            reader.read()
+        except EndOfStream as exc:
+            ended.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        time.sleep(1)  # several trickled bytes into the part
+        assert thread.is_alive()
+        reader.interrupt()
+        thread.join(5)
+        assert not thread.is_alive() and ended, "interrupt() did not end the read"
+        assert "read timeout" not in str(ended[0])  # cut by interrupt(), not by a deadline
+    finally:
+        reader.close()
+        thread.join(5)
+
+
 def capture_threads(name: str) -> int:
     return sum(t.name.startswith(f"capture-{name}") for t in threading.enumerate())
+
+
+def deadline_threads() -> int:
+    return sum(t.name.startswith("deadline-") for t in threading.enumerate())
 
 
 async def _until(check: Callable[[], bool], limit: float, what: str) -> None:
@@ -131,3 +177,4 @@ async def test_a_trickling_camera_leaks_no_connection_or_thread(
     assert "no whole MJPEG part within the read timeout" in status.error, status
     await _until(lambda: trickle.open == 0, 10, "the last connection closed")
     await _until(lambda: capture_threads("trickle") == 0, 10, "the capture threads gone")
+    await _until(lambda: deadline_threads() == 0, 10, "the readers' watchdog threads gone")
