@@ -1,4 +1,4 @@
-"""Inference (worker): the engine, its windows and prompts, leases, asks, the GPU and openai engines."""
+"""Inference (worker): the engine, windows and prompts, leases, asks, GPU and openai engines."""
 
 from __future__ import annotations
 
