@@ -29,7 +29,7 @@ from shared.bus import REDIS_ERRORS, Subscription, connect_redis
 from shared.delivery import DeliveryBeat, WebhookJob
 from shared.keys import Keys
 from shared.messages import AlertEvent, CycleFinished
-from shared.records import RecordError, as_text
+from shared.record_fields import RecordError, as_text
 from shared.rules import RuleStore
 from shared.settings import Settings
 

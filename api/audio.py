@@ -24,7 +24,8 @@ from api.hub import RECONNECTED
 from api.live import LiveBody, Write
 from api.ogg import OggOpusWriter
 from shared.messages import PCM_RATE, AnyMessage, AudioChunk
-from shared.records import RecordError, WorkerBeat, as_text
+from shared.record_fields import RecordError, as_text
+from shared.status_records import WorkerBeat
 
 if TYPE_CHECKING:
     from av import AudioCodecContext

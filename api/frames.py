@@ -21,7 +21,8 @@ from api.metrics import ApiMetrics
 from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
 from shared.keys import Keys
-from shared.records import FrameRecord, RecordError
+from shared.record_fields import RecordError
+from shared.records import FrameRecord
 
 log = logging.getLogger(__name__)
 

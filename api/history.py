@@ -7,7 +7,8 @@ from api.errors import FieldError, NotFound
 from api.history_search import STREAM_ID_RE, HistorySearch, Range, is_history_id, query_terms
 from api.schemas import HistoryItem, HistoryOut
 from api.services import Service
-from shared.records import CommentaryRecord, RecordError, as_text
+from shared.record_fields import RecordError, as_text
+from shared.records import CommentaryRecord
 
 __all__ = ["STREAM_ID_RE", "HistoryService", "history_item"]
 

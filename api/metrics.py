@@ -12,14 +12,16 @@ from typing import Any
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.metrics import MetricSet
 
 
-class ApiMetrics:
+class ApiMetrics(MetricSet):
     """The counters and gauges the relays and the latency middleware update."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         r = self.registry
         self.viewers = Gauge(
             "lookout_api_viewers", "Viewers connected to this replica", ["kind"], registry=r

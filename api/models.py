@@ -34,7 +34,7 @@ from shared.models import (
     serving_workers,
     validate_model_id,
 )
-from shared.records import WorkerBeat
+from shared.status_records import WorkerBeat
 
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 SWITCH_WAIT_S = 30.0

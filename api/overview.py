@@ -12,7 +12,8 @@ from shared import source_control as control
 from shared.delivery import delivery_overview
 from shared.models import required_models
 from shared.producer_status import read_producer_status
-from shared.records import ProducerStatus, RecordError, SourceStats, WorkerBeat, as_text
+from shared.record_fields import RecordError, as_text
+from shared.status_records import ProducerStatus, SourceStats, WorkerBeat
 
 
 class StatusService(Service):

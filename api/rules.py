@@ -19,7 +19,7 @@ from api.errors import FieldError
 from api.rules_schemas import AlertOut, AlertsOut, RuleIn, RuleOut, RulesOut
 from api.services import Service, bounded_text
 from shared.alerts import source_alerts
-from shared.records import RecordError, WorkerBeat, as_text
+from shared.record_fields import RecordError, as_text
 from shared.rule_vocabulary import VOCABULARY, ConditionError, parse_condition
 from shared.rules import (
     CONDITION_MAX,
@@ -31,6 +31,7 @@ from shared.rules import (
     new_rule_id,
     webhook_policy,
 )
+from shared.status_records import WorkerBeat
 from shared.urlpolicy import SourcePolicyError, check_source_url
 
 MODEL_DECIDES = "any yes/no question about the picture (answered by the model)"

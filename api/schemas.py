@@ -13,7 +13,7 @@ import msgspec
 from msgspec import Meta
 
 from shared.delivery import DeliveryStatus
-from shared.records import ProducerStatus, SourceStats, WorkerBeat
+from shared.status_records import ProducerStatus, SourceStats, WorkerBeat
 
 SourceName = Annotated[
     str, Meta(min_length=1, max_length=63, examples=["cam1"], description="Source name")

@@ -21,7 +21,8 @@ from api.sse import SseTap
 from shared.bus import REDIS_ERRORS, connect_redis
 from shared.claims import Claims
 from shared.keys import Keys
-from shared.records import FrameRecord, RecordError
+from shared.record_fields import RecordError
+from shared.records import FrameRecord
 from shared.settings import Settings
 from shared.sources import SourceRegistry
 

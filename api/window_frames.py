@@ -12,7 +12,8 @@ import math
 
 from api.errors import FieldError, NotFound
 from api.services import Service
-from shared.records import FrameRecord, RecordError, as_text
+from shared.record_fields import RecordError, as_text
+from shared.records import FrameRecord
 
 PAGE = 16  # entries read per XRANGE (each holds a JPEG)
 TS_SLACK_S = 2.0  # capture-to-XADD delay and clock skew between producer and Redis hosts

@@ -29,8 +29,8 @@ from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
 from shared.keys import Keys
 from shared.livekit_rooms import livekit_sources, room_name
-from shared.records import LivekitBeat
 from shared.settings import Settings
+from shared.status_records import LivekitBeat
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ from bridge.audio import Clock, MonotonicClock
 from shared.bus import REDIS_ERRORS
 from shared.jpeg import JpegError, decode_jpeg
 from shared.keys import Keys
-from shared.records import FrameRecord, RecordError
+from shared.record_fields import RecordError
+from shared.records import FrameRecord
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,10 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from shared.keys import Keys
-from shared.records import LivekitBeat, RecordError, WorkerBeat, decode_hash
+from shared.record_fields import RecordError, decode_hash
 from shared.settings import Settings, SettingsError
 from shared.settings_env import load_settings
+from shared.status_records import LivekitBeat, WorkerBeat
 
 ROLES = ("api", "worker", "producer", "alerts", "livekit", "auto")
 TIMEOUT_S = 3.0

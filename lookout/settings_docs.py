@@ -1,6 +1,7 @@
 """Write `.env.example` and `docs/configuration.md` from the settings table.
 
-Both files are generated so they cannot drift from `shared/settings.py`; a test fails when
+Both files are generated so they cannot drift from the settings table
+(`shared/settings.py`, its fields by area in `shared/settings_groups/`); a test fails when
 they are stale. Regenerate with `python -m lookout.settings_docs`.
 """
 
@@ -74,7 +75,7 @@ def configuration_md() -> str:
         "working directory (the environment wins; `lookout --env-file PATH` picks another file).",
         "Each value is checked at start: a bad one stops the process with the variable's name and",
         "the allowed range, e.g. `FRAME_STRIDE=9: allowed range is 1 to 4`. Unknown names in `.env`",
-        "are logged. This page is generated from `shared/settings.py` by",
+        "are logged. This page is generated from `shared/settings_groups/` by",
         "`python -m lookout.settings_docs`; `.env.example` is generated with it.",
     ]
     for group, fields in _groups().items():

@@ -78,12 +78,11 @@ def _with_metrics(settings: Settings, main: Callable[[], int]) -> int:
     except OSError as exc:
         log.error("%s: %s", where, exc)
         return 2
-    log.info("metrics on http://%s:%d/metrics", settings.server_host, server.server_port)
+    log.info("metrics on http://%s:%d/metrics", settings.server_host, server.port)
     try:
         return main()
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 async def _capture(settings: Settings, name: str, url: str, *, once: bool) -> int:

@@ -10,18 +10,17 @@ back-off; `fps` is what the status hash also says (frames published a second ove
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+from prometheus_client import Counter, Gauge
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-
+from shared.metrics import MetricSet, MetricsServer
 from shared.settings import Settings
 
 
-class ProducerMetrics:
+class ProducerMetrics(MetricSet):
     """Counters and gauges of every capture in this process."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         r = self.registry
         self.frames_read = Counter(
             "lookout_producer_frames_read", "Frames read from the source", ["source"], registry=r
@@ -61,9 +60,6 @@ class ProducerMetrics:
 METRICS = ProducerMetrics()  # the process's one set: every capture counts here
 
 
-def serve(settings: Settings) -> WSGIServer:
+def serve(settings: Settings) -> MetricsServer:
     """Serve METRICS on SERVER_HOST:PRODUCER_METRICS_PORT; OSError when the port is taken."""
-    server, _ = start_http_server(
-        settings.producer_metrics_port, settings.server_host, registry=METRICS.registry
-    )
-    return server
+    return METRICS.serve(settings.server_host, settings.producer_metrics_port)

@@ -24,8 +24,8 @@ from shared.bus import REDIS_ERRORS, SourcePublisher
 from shared.cluster import transaction
 from shared.keys import Keys
 from shared.messages import SourceNotice
-from shared.records import ProducerStatus
 from shared.settings import Settings
+from shared.status_records import ProducerStatus
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from shared.cluster import publish, transaction
 from shared.keys import Keys
 from shared.messages import AlertEvent, encode_message
-from shared.records import Fields, RecordError, as_text
+from shared.record_fields import Fields, RecordError, as_text
 
 ALERT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _fields_decoder = msgspec.json.Decoder(AlertEvent)

@@ -18,7 +18,8 @@ from arq.jobs import JobStatus
 from shared.arqpool import arq_client, job_handle
 from shared.cluster import refuse_in_cluster
 from shared.keys import Keys, validate_source_name
-from shared.records import AskResult, RecordError
+from shared.record_fields import RecordError
+from shared.records import AskResult
 from shared.settings import Settings
 
 ASK_FUNCTION = "ask"

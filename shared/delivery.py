@@ -13,7 +13,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.records import Fields, RecordError, as_text, decode_hash
+from shared.record_fields import Fields, RecordError, as_text, decode_hash
 
 DEAD_SHOWN = 10  # newest dead letters listed in /api/status
 

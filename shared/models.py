@@ -17,7 +17,8 @@ import msgspec
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.records import Fields, RecordError, WorkerBeat, decode_hash
+from shared.record_fields import Fields, RecordError, decode_hash
+from shared.status_records import WorkerBeat
 
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 SwitchState = Literal["pending", "switching", "done", "failed"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 from shared.keys import Keys
-from shared.records import ProducerStatus, RecordError
+from shared.record_fields import RecordError
 from shared.settings import Settings
+from shared.status_records import ProducerStatus
 
 
 async def read_producer_status(

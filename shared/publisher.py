@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 
 from shared.jpeg import decode_jpeg, encode_jpeg
 from shared.keys import Keys
-from shared.records import FrameRecord, RecordError
+from shared.record_fields import RecordError
+from shared.records import FrameRecord
 from shared.settings import Settings
 from shared.sources import SourceRegistry
 

@@ -19,7 +19,8 @@ from typing import Any
 from dotenv.parser import parse_stream
 from dotenv.variables import parse_variables
 
-from shared.settings import SOURCE_SCHEMES, Settings, SettingsError
+from shared.settings import Settings, SettingsError
+from shared.settings_groups.capture import SOURCE_SCHEMES
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,7 @@ the stream and its consumer group (a restart without persistence)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import msgspec
 import pytest
@@ -18,6 +16,7 @@ from shared.settings_env import load_settings
 from shared.sources import SourceRegistry
 from tests.alerts_support import Mosquitto, MqttRecorder, Receiver
 from tests.test_alerts_webhooks import delivering, fire
+from tests.worker_support import until
 
 
 @pytest.fixture
@@ -25,13 +24,6 @@ def broker() -> Iterator[Mosquitto]:
     server = Mosquitto()
     yield server
     server.stop()
-
-
-async def until(check: Callable[[], bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_discovery_follows_rules_and_the_stream_survives_losing_its_group(

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,6 +23,7 @@ from shared.rules import Rule, RuleStore
 from shared.settings import Settings
 from shared.settings_env import load_settings
 from tests.alerts_support import Receiver, verify
+from tests.worker_support import until
 
 SECRET = "s3cret"
 
@@ -73,18 +73,6 @@ async def fire(
     )
     await record_alert(redis, keys, event, b"", maxlen=100, snapshot_ttl=60)
     return event
-
-
-async def until(check: Callable[[], Any], within: float = 15.0) -> None:
-    """Wait until `check()` (a value or an awaitable) is true."""
-    deadline = time.monotonic() + within
-    while not await _value(check()):
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-async def _value(result: Any) -> Any:
-    return await result if inspect.isawaitable(result) else result
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:

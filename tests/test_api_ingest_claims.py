@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,56 +21,17 @@ from shared.claims import Claims
 from shared.keys import Keys
 from shared.records import FrameRecord
 from shared.sources import SourceRegistry
-from tests.helpers import LookoutProcess, RedisServer
-from tests.media import have_ffmpeg, make_mp4
+from tests.feeding_support import (  # noqa: F401 (fixtures)
+    clip_fixture,
+    env_fixture,
+    ingest_url,
+    processes_fixture,
+    server_fixture,
+)
+from tests.helpers import LookoutProcess
 from tests.test_api_support import ApiServer, make_jpeg, wait_until
 
 PREFIX = f"ing{os.getpid()}"
-CAPTURE_ENV = {"CLAIM_TTL": "2", "HEARTBEAT_TTL": "3", "DISPLAY_FPS": "5", "LOOP_FILES": "true"}
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not have_ffmpeg():
-        pytest.skip("ffmpeg is not installed")
-    return make_mp4(tmp_path_factory.mktemp("ingest") / "clip.mp4", seconds=2)
-
-
-@pytest.fixture(scope="module")
-def env(redis_server: RedisServer, clip: Path) -> dict[str, str]:
-    # SOURCE_FILE_ROOTS lets the capture read the test's clip wherever file roots are enforced.
-    return {
-        "REDIS_URL": redis_server.url,
-        "KEY_PREFIX": PREFIX,
-        "SOURCE_FILE_ROOTS": str(clip.parent),
-        **CAPTURE_ENV,
-    }
-
-
-@pytest.fixture(scope="module")
-def server(env: dict[str, str]) -> Iterator[ApiServer]:
-    api = ApiServer(env, "api-ingest")
-    yield api
-    api.stop()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[LookoutProcess]]:
-    procs: list[LookoutProcess] = []
-    yield procs
-    for proc in procs:
-        proc.stop(signal.SIGKILL)
-
-
-def ingest_url(server: ApiServer, name: str) -> str:
-    return server.url.replace("http", "ws") + f"/api/sources/{name}/ingest"
 
 
 async def refused_with_409(server: ApiServer, name: str) -> None:
@@ -103,7 +62,7 @@ async def assert_only_the_producers_frames(redis: aioredis.Redis, name: str, url
 async def test_a_name_a_supervisor_captures_cannot_be_ingested(
     server: ApiServer,
     env: dict[str, str],
-    redis: aioredis.Redis,
+    redis_client: aioredis.Redis,
     clip: Path,
     processes: list[LookoutProcess],
 ) -> None:
@@ -111,44 +70,44 @@ async def test_a_name_a_supervisor_captures_cannot_be_ingested(
     async with httpx.AsyncClient(base_url=server.url) as http:
         added = await http.post("/api/sources", json={"name": "sup", "url": str(clip)})
     assert added.status_code == 202, added.text
-    await wait_until(lambda: live_frames(redis, "sup"), timeout=30)
+    await wait_until(lambda: live_frames(redis_client, "sup"), timeout=30)
     await refused_with_409(server, "sup")
-    await assert_only_the_producers_frames(redis, "sup", str(clip))
+    await assert_only_the_producers_frames(redis_client, "sup", str(clip))
 
 
 @pytest.mark.slow
 async def test_a_name_a_standalone_producer_captures_cannot_be_ingested(
     server: ApiServer,
     env: dict[str, str],
-    redis: aioredis.Redis,
+    redis_client: aioredis.Redis,
     clip: Path,
     processes: list[LookoutProcess],
 ) -> None:
     args = ["producer", "--source", "solo", "--url", str(clip)]
     processes.append(LookoutProcess(args, env, "ingest-solo"))
-    await wait_until(lambda: live_frames(redis, "solo"), timeout=30)
+    await wait_until(lambda: live_frames(redis_client, "solo"), timeout=30)
     await refused_with_409(server, "solo")
-    await assert_only_the_producers_frames(redis, "solo", str(clip))
+    await assert_only_the_producers_frames(redis_client, "solo", str(clip))
 
 
 async def test_an_ingest_socket_holds_its_name_against_everyone_else(
-    server: ApiServer, redis: aioredis.Redis, clip: Path
+    server: ApiServer, redis_client: aioredis.Redis, clip: Path
 ) -> None:
     keys = Keys(PREFIX)
     async with websockets.connect(ingest_url(server, "webcam")) as ws:
         await ws.send(make_jpeg(1))
         assert msgspec.json.decode(await ws.recv()) == {"seq": 1}
-        holder = await redis.get(keys.producer_claim("webcam"))
+        holder = await redis_client.get(keys.producer_claim("webcam"))
         assert holder is not None and holder.startswith(b"ingest ")
         await refused_with_409(server, "webcam")  # a second socket
         async with httpx.AsyncClient(base_url=server.url) as http:
             added = await http.post("/api/sources", json={"name": "webcam", "url": str(clip)})
         assert added.status_code == 409 and "ingest WebSocket" in added.json()["error"]
-        claims = Claims(redis, keys, 2000)
+        claims = Claims(redis_client, keys, 2000)
         assert not await claims.take("webcam", "supervisor-1 job-1")  # what a supervisor does
         await ws.send(make_jpeg(2))
         assert msgspec.json.decode(await ws.recv()) == {"seq": 2}
-    await wait_until(lambda: _released(redis, keys), timeout=5)
+    await wait_until(lambda: _released(redis_client, keys), timeout=5)
 
 
 async def _released(redis: aioredis.Redis, keys: Keys) -> bool:

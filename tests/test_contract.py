@@ -24,9 +24,11 @@ from shared.messages import (
     decode_or_log,
     encode_message,
 )
-from shared.records import CommentaryRecord, FrameRecord, RecordError, WorkerBeat
+from shared.record_fields import RecordError
+from shared.records import CommentaryRecord, FrameRecord
 from shared.settings import SettingsError
 from shared.settings_env import load_settings, read_env_file
+from shared.status_records import WorkerBeat
 
 
 @pytest.mark.parametrize(

@@ -14,14 +14,9 @@ from arq.constants import abort_jobs_ss
 
 from shared.backoff import Backoff
 from shared.keys import Keys
-from shared.records import (
-    AskResult,
-    ProducerStatus,
-    RecordError,
-    SourceStats,
-    as_text,
-    decode_hash,
-)
+from shared.record_fields import RecordError, as_text, decode_hash
+from shared.records import AskResult
+from shared.status_records import ProducerStatus, SourceStats
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,8 +20,9 @@ import redis
 
 from shared.keys import Keys
 from shared.messages import CycleSkipped, decode_message
-from shared.records import CommentaryRecord, SourceStats
+from shared.records import CommentaryRecord
 from shared.settings import Settings
+from shared.status_records import SourceStats
 from tests.helpers import LookoutProcess
 from worker.engines.base import EngineRequest, NothingNew, WindowFrame
 from worker.engines.cpu import UNCHANGED, CpuEngine

@@ -6,11 +6,9 @@ capture queue of a real supervisor process, which must log it as undecodable and
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 import signal
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgpack
@@ -24,6 +22,7 @@ from shared.keys import Keys
 from shared.settings_env import load_settings
 from shared.source_control import CAPTURE_JOB, arq_client
 from tests.helpers import LookoutProcess
+from tests.worker_support import until
 
 
 class _TouchOnUnpickle:
@@ -66,15 +65,6 @@ async def test_every_queue_client_writes_msgpack(
     assert await redis_client.zcard(keys.producer_queue) == 1
 
 
-async def _until(check: Callable[[], Awaitable[bool]], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {limit}s waiting for {what}")
-
-
 @pytest.mark.slow
 async def test_supervisor_refuses_a_pickled_capture_job(
     redis_client: aioredis.Redis, test_env: dict[str, str], tmp_path: Path
@@ -91,7 +81,7 @@ async def test_supervisor_refuses_a_pickled_capture_job(
         async def failed() -> bool:
             return bool(await redis_client.exists(result_key_prefix + job_id))
 
-        await _until(failed, 30, "the pickled job to be failed")
+        await until(failed, 30, "the pickled job to be failed")
         assert "deserializing job" in supervisor.log() and job_id in supervisor.log()
         result = deserialize_job(await redis_client.get(result_key_prefix + job_id))
         assert result["s"] is False  # recorded as failed, in msgpack

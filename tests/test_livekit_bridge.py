@@ -23,11 +23,12 @@ from shared.bus import SourcePublisher
 from shared.keys import Keys
 from shared.livekit_rooms import livekit_sources
 from shared.messages import PCM_RATE, AudioChunk, CycleInterrupted, CycleStarted, TextChunk
-from shared.records import FrameRecord, LivekitBeat, ProducerStatus
+from shared.records import FrameRecord
 from shared.settings import Settings
 from shared.source_control import DesiredSource, encode_desired
 from shared.source_urls import SourceOptions
 from shared.sources import SourceRegistry
+from shared.status_records import LivekitBeat, ProducerStatus
 from tests.helpers import free_port
 from tests.livekit_support import DataMessage, InProcessRoom, InProcessRooms, rgba_frame
 from tests.test_api_support import add_frame, make_jpeg

@@ -17,9 +17,9 @@ from livekit.api import TwirpError
 from bridge.livekit_room import describe_server_error, redact_tokens
 from lookout import health
 from shared.keys import Keys
-from shared.records import LivekitBeat
 from shared.settings import Settings
 from shared.settings_env import load_settings, read_env_file
+from shared.status_records import LivekitBeat
 from tests.helpers import REPO, LookoutProcess, free_port
 
 SECRET = "cli-test-secret-that-must-never-be-printed"

@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 
 from shared.keys import Keys
 from shared.models import read_switch, required_models
-from shared.records import WorkerBeat
 from shared.sources import SourceRegistry
+from shared.status_records import WorkerBeat
 from tests.test_api_support import ApiServer
 
 CONTROL, VIEW = "models-control-key", "models-view-key"

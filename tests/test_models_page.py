@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from shared.keys import Keys
 from shared.models import require_model
-from shared.records import WorkerBeat
 from shared.sources import SourceRegistry
+from shared.status_records import WorkerBeat
 from tests.test_api_support import ApiServer
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 from shared.asks import ask_status, enqueue_ask
 from shared.keys import Keys
 from shared.messages import CycleEvent
-from shared.records import CommentaryRecord, WorkerBeat
+from shared.records import CommentaryRecord
 from shared.settings_env import load_settings
 from shared.sources import SourceRegistry
+from shared.status_records import WorkerBeat
 from tests.helpers import LookoutProcess
 from tests.openai_server import MODEL_A, MODEL_B, OPENAI_TEST_KEY, ServeProcess
 from tests.test_api_support import ApiServer

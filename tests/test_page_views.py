@@ -30,8 +30,9 @@ from shared.messages import (
     CycleStarted,
     TextChunk,
 )
-from shared.records import CommentaryRecord, FrameRecord, WorkerBeat
+from shared.records import CommentaryRecord, FrameRecord
 from shared.sources import SourceRegistry
+from shared.status_records import WorkerBeat
 from tests.helpers import REPO, RedisServer
 from tests.test_api_support import ApiServer, add_frame, make_jpeg, wait_until
 from tests.test_page import CHROMIUM, CHROMIUM_ARGS

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from shared.settings import Settings
 from shared.settings_env import load_settings
 from shared.source_urls import SourceOptions
 from tests.media import MjpegServer, RtspServer, SilentServer, make_jpegs, make_mp4, truncate_copy
+from tests.worker_support import until
 
 FAST = {
     "RECONNECT_DELAY": "0.2",
@@ -88,15 +88,6 @@ async def start(
 async def frames(redis: aioredis.Redis, keys: Keys, source: str) -> list[FrameRecord]:
     entries = await redis.xrange(keys.frames(source))
     return [FrameRecord.from_fields(fields) for _, fields in entries]
-
-
-async def until(check: Callable[[], Awaitable[bool]], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out after {limit}s waiting for {what}")
 
 
 async def state_of(redis: aioredis.Redis, settings: Settings, source: str) -> dict[str, str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from shared.source_control import (
 from shared.source_urls import SourceOptions, SourceUrlError
 from tests.helpers import LookoutProcess, RedisServer
 from tests.media import make_mp4, truncate_copy
+from tests.worker_support import until
 
 SUPERVISOR_ENV = {
     "CLAIM_TTL": "2",
@@ -96,15 +96,6 @@ def supervisors() -> Iterator[list[LookoutProcess]]:
         proc.stop(signal.SIGKILL)
 
 
-async def _until(check: Callable[[], Awaitable[bool]], limit: float, what: str) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if await check():
-            return time.monotonic() - start
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {limit}s waiting for {what}")
-
-
 async def _last_seq(redis: aioredis.Redis, keys: Keys, source: str) -> int:
     entries = await redis.xrevrange(keys.frames(source), count=1)
     return FrameRecord.from_fields(entries[0][1]).seq if entries else 0
@@ -133,14 +124,14 @@ async def test_supervisor_runs_sources_and_a_new_one_takes_over_after_kill_9(
                 return False
         return True
 
-    await _until(lambda: live(("a", "b", "c"), first.proc.pid), 30, "three live sources")
+    await until(lambda: live(("a", "b", "c"), first.proc.pid), 30, "three live sources")
     await stop_source(redis_client, settings, "b")
 
     async def b_stopped() -> bool:
         status = await read_producer_status(redis_client, settings, "b")
         return status is not None and status.state == "stopped"
 
-    await _until(b_stopped, 10, "b stopped")
+    await until(b_stopped, 10, "b stopped")
     b_frames = await redis_client.xlen(keys.frames("b"))
 
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -154,7 +145,7 @@ async def test_supervisor_runs_sources_and_a_new_one_takes_over_after_kill_9(
                 return False
         return await live(("a", "c"), second.proc.pid)
 
-    took = await _until(resumed, 20, "a and c captured by the new supervisor")
+    took = await until(resumed, 20, "a and c captured by the new supervisor")
     assert took < 20, second.log()
     for name in ("a", "c"):  # one capture per source: sequence numbers never repeat
         records = [
@@ -202,14 +193,14 @@ async def test_two_supervisors_capture_each_source_once_and_sigterm_hands_over(
         statuses = await _statuses(redis_client, settings, names)
         return all(s.get("state") == "live" and s.get("pid") in allowed for s in statuses)
 
-    await _until(lambda: all_live(pids), 30, "four live sources")
+    await until(lambda: all_live(pids), 30, "four live sources")
 
     async def broken_failed() -> bool:
         status = await read_producer_status(redis_client, settings, "broken")
         failed = [e.name for e in await list_desired(redis_client, settings) if e.error]
         return status is not None and status.state == "stopped" and failed == ["broken"]
 
-    await _until(broken_failed, 10, "the unreadable file marked failed")
+    await until(broken_failed, 10, "the unreadable file marked failed")
     status = await read_producer_status(redis_client, settings, "broken")
     assert status is not None and "broken.mp4" in status.error
     with pytest.raises(SourceExists, match="failed"):  # kept, with its error, until removed
@@ -223,9 +214,9 @@ async def test_two_supervisors_capture_each_source_once_and_sigterm_hands_over(
         now = [await _last_seq(redis_client, keys, n) for n in names]
         return all(seq >= seqs[n] + 5 for seq, n in zip(now, names, strict=True))
 
-    await _until(grew, 20, "five more frames of every source")
+    await until(grew, 20, "five more frames of every source")
     assert one.stop(signal.SIGTERM) == 0, one.log()  # a graceful stop releases its claims
-    await _until(lambda: all_live({str(two.proc.pid)}), 20, "all sources on the second")
+    await until(lambda: all_live({str(two.proc.pid)}), 20, "all sources on the second")
     for name in names:
         records = [
             FrameRecord.from_fields(f) for _, f in await redis_client.xrange(keys.frames(name))
@@ -249,18 +240,18 @@ async def test_supervised_source_survives_a_redis_restart(
     try:
         supervisors.append(LookoutProcess(["producer", "--supervise"], env, "sup"))
         await start_source(client, settings, "cam", str(clip))
-        await _until(lambda: _has_frames(client, keys, 3), 30, "frames before the restart")
+        await until(lambda: _has_frames(client, keys, 3), 30, "frames before the restart")
         before = await _last_seq(client, keys, "cam")
         server.stop()
         await asyncio.sleep(1.5)
         server.start()  # empty: no persistence
-        await _until(lambda: _has_frames(client, keys, 3), 30, "frames after the restart")
+        await until(lambda: _has_frames(client, keys, 3), 30, "frames after the restart")
         assert await _last_seq(client, keys, "cam") > before  # numbering went on
 
         async def desired_back() -> bool:  # restored on the supervisor's next claim tick
             return [e.name for e in await list_desired(client, settings)] == ["cam"]
 
-        await _until(desired_back, 10, "the desired entry restored by the supervisor")
+        await until(desired_back, 10, "the desired entry restored by the supervisor")
         assert await client.sismember(keys.sources, "cam")  # type: ignore[misc]
     finally:
         await client.aclose()

@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 from shared.alerts import alert_id, record_alert, snapshot_path
 from shared.keys import Keys
 from shared.messages import AlertEvent
-from shared.records import WorkerBeat
 from shared.rules import MAX_RULES_PER_SOURCE
 from shared.settings_env import load_settings
 from shared.sources import SourceRegistry
+from shared.status_records import WorkerBeat
 from tests.helpers import RedisServer
 from tests.test_api_support import ApiServer, make_jpeg
 

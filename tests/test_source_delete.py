@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -17,52 +15,18 @@ import redis.asyncio as aioredis
 import websockets
 
 from shared.keys import Keys
-from tests.helpers import LookoutProcess, RedisServer
-from tests.media import have_ffmpeg, make_mp4
+from tests.feeding_support import (  # noqa: F401 (fixtures)
+    clip_fixture,
+    env_fixture,
+    ingest_url,
+    processes_fixture,
+    server_fixture,
+)
+from tests.helpers import LookoutProcess
 from tests.test_api_support import ApiServer, add_history, make_jpeg, wait_until
 
 PREFIX = f"del{os.getpid()}"
 KEYS = Keys(PREFIX)
-CAPTURE_ENV = {"CLAIM_TTL": "2", "HEARTBEAT_TTL": "3", "DISPLAY_FPS": "5", "LOOP_FILES": "true"}
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not have_ffmpeg():
-        pytest.skip("ffmpeg is not installed")
-    return make_mp4(tmp_path_factory.mktemp("delete") / "clip.mp4", seconds=2)
-
-
-@pytest.fixture(scope="module")
-def env(redis_server: RedisServer, clip: Path) -> dict[str, str]:
-    return {
-        "REDIS_URL": redis_server.url,
-        "KEY_PREFIX": PREFIX,
-        "SOURCE_FILE_ROOTS": str(clip.parent),
-        **CAPTURE_ENV,
-    }
-
-
-@pytest.fixture(scope="module")
-def server(env: dict[str, str]) -> Iterator[ApiServer]:
-    api = ApiServer(env, "api-delete")
-    yield api
-    api.stop()
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def processes() -> Iterator[list[LookoutProcess]]:
-    procs: list[LookoutProcess] = []
-    yield procs
-    for proc in procs:
-        proc.stop(signal.SIGKILL)
 
 
 async def _frames(redis: aioredis.Redis, name: str) -> bool:
@@ -100,18 +64,18 @@ async def _stays_gone(server: ApiServer, redis: aioredis.Redis, name: str) -> No
 async def test_delete_stops_a_standalone_producer(
     server: ApiServer,
     env: dict[str, str],
-    redis: aioredis.Redis,
+    redis_client: aioredis.Redis,
     clip: Path,
     processes: list[LookoutProcess],
 ) -> None:
     producer = LookoutProcess(["producer", "--source", "solo", "--url", str(clip)], env, "solo")
     processes.append(producer)
-    await wait_until(lambda: _frames(redis, "solo"), timeout=30)
-    await _delete_and_check_gone(server, redis, "solo")
+    await wait_until(lambda: _frames(redis_client, "solo"), timeout=30)
+    await _delete_and_check_gone(server, redis_client, "solo")
     await wait_until(lambda: _exited(producer), timeout=10)
     assert producer.proc.returncode == 0, producer.log()
     assert "removed through the API" in producer.log()
-    await _stays_gone(server, redis, "solo")
+    await _stays_gone(server, redis_client, "solo")
 
 
 async def _exited(proc: LookoutProcess) -> bool:
@@ -122,7 +86,7 @@ async def _exited(proc: LookoutProcess) -> bool:
 async def test_delete_stops_a_supervised_source(
     server: ApiServer,
     env: dict[str, str],
-    redis: aioredis.Redis,
+    redis_client: aioredis.Redis,
     clip: Path,
     processes: list[LookoutProcess],
 ) -> None:
@@ -130,31 +94,32 @@ async def test_delete_stops_a_supervised_source(
     async with httpx.AsyncClient(base_url=server.url) as http:
         added = await http.post("/api/sources", json={"name": "sup", "url": str(clip)})
     assert added.status_code == 202, added.text
-    await wait_until(lambda: _frames(redis, "sup"), timeout=30)
-    await _delete_and_check_gone(server, redis, "sup")
+    await wait_until(lambda: _frames(redis_client, "sup"), timeout=30)
+    await _delete_and_check_gone(server, redis_client, "sup")
 
     async def capture_stopped() -> bool:
-        state = await redis.hget(KEYS.producer_status("sup"), "state")  # type: ignore[misc]
+        state = await redis_client.hget(KEYS.producer_status("sup"), "state")  # type: ignore[misc]
         return state in (None, b"stopped")
 
     await wait_until(capture_stopped, timeout=10)
-    await _stays_gone(server, redis, "sup")
+    await _stays_gone(server, redis_client, "sup")
     async with httpx.AsyncClient(base_url=server.url) as http:  # the name can be used again
         again = await http.post("/api/sources", json={"name": "sup", "url": str(clip)})
     assert again.status_code == 202, again.text
-    await wait_until(lambda: _registered(redis, "sup"), timeout=30)
+    await wait_until(lambda: _registered(redis_client, "sup"), timeout=30)
 
 
 async def _registered(redis: aioredis.Redis, name: str) -> bool:
     return bool(await redis.sismember(KEYS.sources, name))  # type: ignore[misc]
 
 
-async def test_delete_closes_an_ingest_socket(server: ApiServer, redis: aioredis.Redis) -> None:
-    url = server.url.replace("http", "ws") + "/api/sources/webcam/ingest"
-    async with websockets.connect(url) as ws:
+async def test_delete_closes_an_ingest_socket(
+    server: ApiServer, redis_client: aioredis.Redis
+) -> None:
+    async with websockets.connect(ingest_url(server, "webcam")) as ws:
         await ws.send(make_jpeg(1))
         assert msgspec.json.decode(await ws.recv()) == {"seq": 1}
-        await _delete_and_check_gone(server, redis, "webcam")
+        await _delete_and_check_gone(server, redis_client, "webcam")
         answer: dict[str, object] = {}
         for n in range(2, 40):  # each frame is acknowledged until the socket hears of it
             await ws.send(make_jpeg(n))
@@ -166,4 +131,4 @@ async def test_delete_closes_an_ingest_socket(server: ApiServer, redis: aioredis
         with pytest.raises(websockets.ConnectionClosed):
             await ws.recv()
     assert ws.close_code == 4410
-    await _stays_gone(server, redis, "webcam")
+    await _stays_gone(server, redis_client, "webcam")

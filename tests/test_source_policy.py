@@ -4,11 +4,9 @@ naming the rule, uniform errors, and a source that fails later shown in the API.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from shared.source_urls import parse_source_url
 from shared.urlpolicy import SourcePolicy, SourcePolicyError, check_source_url, resolve_host
 from tests.helpers import LookoutProcess, free_port
 from tests.test_api_support import ApiServer
+from tests.worker_support import until
 
 ALL = frozenset({"rtsp", "rtsps", "http", "https", "file", "device"})
 DEFAULT = SourcePolicy(ALL, ("var", "media"))
@@ -186,15 +185,6 @@ def stack(test_env: dict[str, str]) -> Iterator[tuple[ApiServer, dict[str, str]]
     api.proc.stop(signal.SIGTERM)
 
 
-async def _until(check: Callable[[], Awaitable[bool]], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {limit}s waiting for {what}")
-
-
 @pytest.mark.slow
 async def test_api_refuses_with_422_and_shows_sources_that_fail_later(
     stack: tuple[ApiServer, dict[str, str]], redirector: Redirector, redis_url: str
@@ -227,7 +217,7 @@ async def test_api_refuses_with_422_and_shows_sources_that_fail_later(
                 sources.get(n, {}).get("error") for n in ("closed", "redis")
             )
 
-        await _until(all_shown, 30, "the failed and failing sources in /api/sources")
+        await until(all_shown, 30, "the failed and failing sources in /api/sources")
         sources = await shown()
         assert "(metadata)" in sources["redir"]["error"]
         # A closed port and an open one speaking another protocol look the same.

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from shared.keys import Keys
-from shared.records import ProducerStatus, WorkerBeat
 from shared.sources import SourceRegistry
+from shared.status_records import ProducerStatus, WorkerBeat
 from tests.helpers import RedisServer
 from tests.test_api_support import ApiServer
 

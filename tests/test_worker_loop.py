@@ -12,8 +12,9 @@ import redis.asyncio as aioredis
 from shared.bus import Subscription
 from shared.keys import Keys
 from shared.messages import AudioChunk, TextChunk, encode_message
-from shared.records import CommentaryRecord, WorkerBeat
+from shared.records import CommentaryRecord
 from shared.sources import SourceRegistry
+from shared.status_records import WorkerBeat
 from tests.scripted_engine import ScriptedEngine
 from tests.worker_support import (
     Feeder,

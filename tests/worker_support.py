@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -154,10 +155,19 @@ async def subscribed(recorder: Recorder) -> None:
     raise AssertionError("recorder did not subscribe")
 
 
-async def until(check: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll `check` until it holds; AssertionError after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {within}s")
-        await asyncio.sleep(0.02)
+async def until(
+    check: Callable[[], object], within: float = 15.0, what: str = "the condition"
+) -> float:
+    """Poll `check` (plain or async) until it holds; the seconds it took. AssertionError naming
+    `what` after `within` seconds."""
+    start = time.monotonic()
+    while not await _holds(check):
+        if time.monotonic() - start > within:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def _holds(check: Callable[[], object]) -> bool:
+    result = check()
+    return bool(await result if inspect.isawaitable(result) else result)

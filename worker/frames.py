@@ -19,7 +19,8 @@ from shared.backoff import Backoff
 from shared.bus import REDIS_ERRORS
 from shared.cluster import is_cluster
 from shared.keys import Keys
-from shared.records import FrameRecord, RecordError
+from shared.record_fields import RecordError
+from shared.records import FrameRecord
 from shared.settings import Settings
 from worker.scheduler import Scheduler
 from worker.windows import FPS_TOLERANCE, SampleBuffer

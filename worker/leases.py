@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 
 from shared.cluster import is_cluster
 from shared.keys import Keys
-from shared.records import RecordError, WorkerBeat
+from shared.record_fields import RecordError
+from shared.status_records import WorkerBeat
 
 # Renew (PEXPIRE) only if the lease still names us; 1 if renewed, 0 if lost.
 _RENEW = """

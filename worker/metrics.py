@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared.bus import Subscription
 from shared.keys import Keys
@@ -26,6 +26,7 @@ from shared.messages import (
     CycleInterrupted,
     CycleSkipped,
 )
+from shared.metrics import MetricSet
 from shared.settings import Settings
 from shared.source_subscriptions import SourceSubscriptions, registered_sources
 
@@ -42,11 +43,11 @@ def reason_label(reason: str) -> str:
     return lead or "other"
 
 
-class WorkerMetrics:
+class WorkerMetrics(MetricSet):
     """Histograms and counters fed by one worker's cycle events."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         r = self.registry
         self.cycle = Histogram(
             "lookout_worker_cycle_seconds",
@@ -105,9 +106,7 @@ class MetricsFeed:
         self.metrics = WorkerMetrics()
         self.worker_id = worker_id
         self.keys = Keys(settings.key_prefix)
-        self.server, _ = start_http_server(
-            settings.worker_metrics_port, settings.server_host, registry=self.metrics.registry
-        )
+        self.server = self.metrics.serve(settings.server_host, settings.worker_metrics_port)
         self.settings = settings
         self.subscription = Subscription(
             settings.redis_url,
@@ -140,5 +139,4 @@ class MetricsFeed:
                 self.metrics.observe(self.keys.source_from_channel(channel), message)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()

@@ -20,7 +20,8 @@ from shared.bus import SourcePublisher
 from shared.cluster import transaction
 from shared.keys import Keys
 from shared.messages import CycleInterrupted
-from shared.records import CommentaryRecord, RecordError
+from shared.record_fields import RecordError
+from shared.records import CommentaryRecord
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -2,14 +2,14 @@
 
 Heartbeat: `Keys.worker_status(worker_id)`, a HASH with the engine's fields, pid, host,
 sources held, cycle count and `beat_ts`, expiring after HEARTBEAT_TTL unless renewed; a typed
-`WorkerBeat` (shared/records.py) written with `to_fields` and read back with `from_fields`.
+`WorkerBeat` (shared/status_records.py) written with `to_fields` and read back with `from_fields`.
 Other workers count live ones from `beat_ts` to share sources (leases.py).
 
 Statistics: `Keys.worker_stats(source)`, a HASH (no TTL) with counters cycles, skipped,
 interrupted, failed, answers; last_latency_ms, mean_latency_ms (over latency_count
 measurements, sum in latency_sum_ms), last_commentary_ts and the worker that wrote last.
 Counters are HINCRBY, so they keep counting when another worker takes the source over.
-Read back as a typed `SourceStats` (shared/records.py).
+Read back as a typed `SourceStats` (shared/status_records.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 
 from shared.cluster import transaction
 from shared.keys import Keys
-from shared.records import SourceStats, WorkerBeat
+from shared.status_records import SourceStats, WorkerBeat
 from worker.engines.base import EngineInfo
 
 StatName = Literal["cycles", "skipped", "interrupted", "failed", "answers"]

@@ -6,7 +6,6 @@ import asyncio
 
 from litestar import Controller, MediaType, Response, get
 from litestar.openapi.datastructures import ResponseSpec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import routes
 from api.auth import require_scope
@@ -40,9 +39,9 @@ class StatusController(Controller):
     )
     async def metrics(self, lookout: AppState) -> Response[bytes]:
         """Prometheus metrics of this replica."""
-        body = generate_latest(lookout.metrics.registry)
+        body, content_type = lookout.metrics.exposition()
         # Not media_type=: Litestar would add a second charset, which Prometheus 3 refuses.
-        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(body, headers={"Content-Type": content_type})
 
 
 class PublicController(Controller):

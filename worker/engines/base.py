@@ -64,17 +64,6 @@ class EngineInfo:
     load_seconds: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
 
-    def as_fields(self) -> dict[str, str]:
-        fields = {
-            "engine": self.engine,
-            "checkpoint": self.checkpoint,
-            "dtype": self.dtype,
-            "device": self.device,
-            "load_seconds": f"{self.load_seconds:.2f}",
-        }
-        fields.update(self.extra)
-        return fields
-
 
 class NothingNew(Exception):
     """Raised by `Engine.stream` before its first chunk when the window holds nothing worth
