@@ -40,6 +40,18 @@ def workers(proc: LookoutProcess) -> list[psutil.Process]:
     return psutil.Process(proc.proc.pid).children()
 
 
+def listening(proc: LookoutProcess, port: int) -> int:
+    """Workers with their own listening socket on `port` (the port answers once one has)."""
+    return sum(
+        1
+        for w in workers(proc)
+        if any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            for c in w.net_connections("tcp")
+        )
+    )
+
+
 def streams_of(worker: psutil.Process, port: int) -> int:
     """Established connections `worker` serves on `port`."""
     return sum(
@@ -54,6 +66,12 @@ async def test_two_workers_share_the_port_and_each_viewer_gets_every_message(
 ) -> None:
     proc, port = supervisor
     await SourceRegistry(redis_client, keys, "describe").register("cam")
+
+    async def both_listen() -> bool:
+        return listening(proc, port) == 2
+
+    # Connections made while only one worker listens all go to it (SO_REUSEPORT).
+    await wait_until(both_listen, timeout=60)
     assert len(workers(proc)) == 2
     url = f"http://127.0.0.1:{port}/api/sources/cam/events"
     async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=50)) as http:

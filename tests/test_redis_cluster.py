@@ -144,6 +144,13 @@ async def test_a_source_per_shard_and_a_node_restarted_mid_stream(cluster: Redis
         await asyncio.to_thread(wait_for_port, api_port, 30)
         base = f"http://127.0.0.1:{api_port}"
         async with feeding(env, list(by_port.values())) as client:
+
+            async def registered() -> bool:
+                names = await client.smembers(keys.sources)  # type: ignore[misc]
+                return {n.encode() for n in by_port.values()} <= set(names)
+
+            # A viewer of a source not registered yet gets a 404 and no stream.
+            await until(registered, 30, "every source registered by its first frame")
             readers = {n: SseReader(f"{base}/api/sources/{n}/events") for n in by_port.values()}
             # 1. Every shard's source: frames in, commentary out.
             firsts = await asyncio.gather(*(_next_finished(r, 60) for r in readers.values()))
