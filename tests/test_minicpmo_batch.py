@@ -40,7 +40,7 @@ def requests(frames: list[WindowFrame]) -> list[EngineRequest]:
             frames=frames[:count],
             instruction=instruction,
             context=("A box was seen.",) if i == 1 else (),
-            max_new_tokens=12,
+            max_new_tokens=16,
         )
         for i, (count, instruction) in enumerate(zip((1, 2, 4), INSTRUCTIONS, strict=True))
     ]
@@ -50,19 +50,24 @@ def alone(engine: Any, request: EngineRequest) -> str:
     return "".join(c.text for c in engine.stream(request, threading.Event()))
 
 
+@pytest.fixture(scope="module")
+def solo(engine: Any, requests: list[EngineRequest]) -> list[str]:
+    """What each request gets alone: the single, unbatched path."""
+    return [alone(engine, r) for r in requests]
+
+
 def texts(items: list[BatchItem], count: int) -> list[str]:
     return ["".join(i.chunk.text for i in items if i.index == n and i.chunk) for n in range(count)]
 
 
 def test_batched_sources_say_what_each_says_alone(
-    engine: Any, batched: Any, requests: list[EngineRequest]
+    engine: Any, batched: Any, requests: list[EngineRequest], solo: list[str]
 ) -> None:
     assert batched.batch_capacity() == 4 and engine.batch_capacity() == 1
     cancels = [threading.Event() for _ in requests]
     items = list(batched.stream_batch(requests, cancels))
-    expected = [alone(engine, r) for r in requests]
-    assert all(expected)
-    assert texts(items, 3) == expected
+    assert all(solo)
+    assert texts(items, 3) == solo
     ends = [i for i in items if i.chunk is None]
     assert sorted(i.index for i in ends) == [0, 1, 2] and not any(i.error for i in ends)
     # Chunks interleave: source 0's last chunk comes after source 2's first.
@@ -71,28 +76,27 @@ def test_batched_sources_say_what_each_says_alone(
 
 
 def test_a_cancel_stops_only_its_own_source(
-    engine: Any, batched: Any, requests: list[EngineRequest]
+    batched: Any, requests: list[EngineRequest], solo: list[str]
 ) -> None:
-    long = [dataclasses.replace(r, max_new_tokens=40) for r in requests]
-    cancels = [threading.Event() for _ in long]
+    cancels = [threading.Event() for _ in requests]
     items: list[BatchItem] = []
-    for item in batched.stream_batch(long, cancels):
+    for item in batched.stream_batch(requests, cancels):
         items.append(item)
         if item.index == 1 and item.chunk is not None:
             cancels[1].set()  # steering: the instruction of source 1 changed
     got = texts(items, 3)
-    full = [alone(engine, r) for r in long]
-    assert (got[0], got[2]) == (full[0], full[2])
-    assert len(got[1]) < len(full[1]) and full[1].startswith(got[1])
+    assert (got[0], got[2]) == (solo[0], solo[2])
+    assert len(got[1]) < len(solo[1]) and solo[1].startswith(got[1])
     assert batched.batched.decoder.active.sum() == 0  # every slot freed
 
 
 def test_a_prompt_too_long_for_a_slot_runs_alone(
-    engine: Any, batched: Any, requests: list[EngineRequest]
+    batched: Any, requests: list[EngineRequest], solo: list[str]
 ) -> None:
-    huge = dataclasses.replace(requests[0], max_new_tokens=batched.batched.decoder.max_len)
+    # A long context: prompt plus answer pass the slots' DECODE_MAX_LEN (generate() runs it).
+    huge = dataclasses.replace(requests[0], context=("a box " * 600,), max_new_tokens=8)
     mixed = [huge, requests[2]]
     items = list(batched.stream_batch(mixed, [threading.Event(), threading.Event()]))
     got = texts(items, 2)
-    assert got[0] and got[1] == alone(engine, requests[2])
+    assert got[0] and got[1] == solo[2]
     assert [(i.index, i.error) for i in items if i.chunk is None] == [(1, ""), (0, "")]

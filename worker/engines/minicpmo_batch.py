@@ -5,8 +5,8 @@
 1. makes every prompt's inputs, then runs ONE vision pass over all their frames (SigLIP and
    the resampler over every source's frames at once) and merges each source's vision tokens
    into its own prompt embeddings;
-2. prefills the prompts into per-source slots of a `BatchDecoder` — all in one forward
-   (`fast_decode_batch_prefill`) where the prompts fit one call, else one per decode step;
+2. prefills all the prompts into per-source slots of a `BatchDecoder` by one forward of
+   the LLM (`fast_decode_batch_prefill`): the weights are read once for every source;
 3. decodes all slots together (`ContinuousBatch`): one step serves every source, a source
    whose `cancel` is set leaves before the next step, a finished one frees its slot.
 
@@ -54,7 +54,7 @@ class BatchedWriter:
     ) -> Iterator[BatchItem]:
         """Chunks of every request as the shared decode steps produce them, then each end."""
         embeds = self.embeddings(requests)
-        batch = ContinuousBatch(self.decoder)
+        batch = ContinuousBatch(self.decoder, joint=True)
         sources: list[_Source] = []
         alone: list[int] = []
         for index, (request, cancel) in enumerate(zip(requests, cancels, strict=True)):
