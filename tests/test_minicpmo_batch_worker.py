@@ -1,11 +1,17 @@
 """A real `lookout worker` process with ENGINE=minicpmo and MAX_BATCH=4 on the model's own code
 (tiny checkpoint, CPU, greedy) commenting on three sources at once: their windows run as one
-batch, each source's commentary is exactly what the engine says for that window alone, and an
-instruction change on one source interrupts only that source's cycle, not its batch mates'."""
+batch, each source's commentary is what the engine says for that window alone, and an
+instruction change on one source interrupts only that source's cycle, not its batch mates'.
+
+"What it says alone" is compared over the first SAME tokens: on random bf16 weights the top
+two logits are often one bf16 step apart, and a batch of another size rounds a sum
+differently, so two correct runs may part after some tens of tokens (docs/models.md; the
+logits themselves are compared teacher-forced in tests/test_fast_decode_batch.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from pathlib import Path
@@ -35,6 +41,13 @@ SOURCES = ("cam0", "cam1", "cam2")
 INSTRUCTIONS = ("What is it?", "Describe the scene in detail, please.", "Count the boxes.")
 STEERED = "Name the colours."
 TOKENS = 48
+SAME = 16  # leading tokens every batched commentary must share with the source alone
+
+
+def shares_start(text: str, alone_start: str) -> bool:
+    """`text` begins like the first SAME tokens alone (the last characters may be a split
+    multi-byte character at the token boundary)."""
+    return len(os.path.commonprefix([text, alone_start])) >= len(alone_start) - 4
 
 
 async def feed(redis: aioredis.Redis, keys: Keys, jpegs: list[bytes], stop: asyncio.Event) -> None:
@@ -48,14 +61,14 @@ async def feed(redis: aioredis.Redis, keys: Keys, jpegs: list[bytes], stop: asyn
         await asyncio.sleep(0.1)
 
 
-def alone(engine: Any, jpeg: bytes, instruction: str) -> str:
+def alone(engine: Any, jpeg: bytes, instruction: str, tokens: int = TOKENS) -> str:
     """What the engine says for one source's window on its own (the single, unbatched path)."""
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     request = EngineRequest(
         source="alone",
-        frames=[WindowFrame(seq=0, ts=0.0, image=image)],
+        frames=[WindowFrame(seq=0, ts=0.0, image=image)  # type: ignore[arg-type]],
         instruction=instruction,
-        max_new_tokens=TOKENS,
+        max_new_tokens=tokens,
     )
     return "".join(chunk.text for chunk in engine.stream(request, threading.Event()))
 
@@ -92,10 +105,10 @@ async def test_three_sources_batched_say_what_each_says_alone_and_steer_alone(
     for source, instruction in zip(SOURCES, INSTRUCTIONS, strict=True):
         await registry.register(source)
         await registry.set_instruction(source, instruction)
-    expected = {
-        s: alone(engine, j, i) for s, j, i in zip(SOURCES, jpegs, INSTRUCTIONS, strict=True)
-    }
-    assert len(set(expected.values())) == 3 and all(expected.values())
+    pairs = list(zip(SOURCES, jpegs, INSTRUCTIONS, strict=True))
+    expected = {s: alone(engine, j, i) for s, j, i in pairs}
+    start = {s: alone(engine, j, i, SAME) for s, j, i in pairs}
+    assert len(set(start.values())) == 3 and all(len(t) > 8 for t in start.values())
     recorder = Recorder(test_env["REDIS_URL"], keys, list(SOURCES))
     env = {
         **test_env,
@@ -142,28 +155,35 @@ async def test_three_sources_batched_say_what_each_says_alone_and_steer_alone(
                 within=60,
             )
             after = [
-                e.cycle for e in recorder.events("cam1", "started") if e.instruction == STEERED
-            ]  # type: ignore[attr-defined]
+                e.cycle
+                for e in recorder.events("cam1", "started")
+                if e.instruction == STEERED  # type: ignore[attr-defined]
+            ]
             await recorder.wait(lambda: any(e.cycle == after[0] for e in ended("cam1")), within=60)
             stop.set()
     finally:
         code = worker.stop()
     log = worker.log()
     assert code == 0, log
+    later = {e.cycle for e in recorder.events("cam1", "started") if e.instruction == STEERED}  # type: ignore[attr-defined]
     assert beat[b"batch"].startswith(b"eager, 4 slots"), beat
     assert "one batch of 3 sources" in log
-    for source in SOURCES:  # every finished commentary, batched or not, is the one alone
-        texts = {e.text for e in recorder.events(source, "finished")}  # type: ignore[attr-defined]
-        if source == "cam1":
-            texts -= {alone(engine, jpegs[1], STEERED)}
-        assert texts == {expected[source]}, (source, texts)
+    for source in SOURCES:  # every finished commentary, batched or not, as the source alone
+        texts = [
+            e.text  # type: ignore[attr-defined]
+            for e in recorder.events(source, "finished")
+            if e.cycle not in later
+        ]
+        assert texts and all(shares_start(t, start[source]) for t in texts), (source, texts)
     cut = next(e for e in ended("cam1") if e.cycle == steered)
     assert cut.event == "interrupted"
-    assert expected["cam1"].startswith(cut.text) and len(cut.text) < len(expected["cam1"])  # type: ignore[attr-defined]
+    assert len(cut.text) < len(expected["cam1"])
+    assert shares_start(cut.text, start["cam1"][: len(cut.text)])
     moment = started_at(recorder, steered)
     for source in ("cam0", "cam2"):  # its batch mates ran to the end
         mate = batch_mate(recorder, source, moment)
         assert abs(started_at(recorder, mate) - moment) < 0.3
         assert [e.event for e in ended(source) if e.cycle == mate] == ["finished"]
     resumed = next(e for e in ended("cam1") if e.cycle == after[0])
-    assert (resumed.event, resumed.text) == ("finished", alone(engine, jpegs[1], STEERED))  # type: ignore[attr-defined]
+    assert resumed.event == "finished"
+    assert shares_start(resumed.text, alone(engine, jpegs[1], STEERED, SAME))
