@@ -66,7 +66,7 @@ def alone(engine: Any, jpeg: bytes, instruction: str, tokens: int = TOKENS) -> s
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     request = EngineRequest(
         source="alone",
-        frames=[WindowFrame(seq=0, ts=0.0, image=image)  # type: ignore[arg-type]],
+        frames=[WindowFrame(seq=0, ts=0.0, image=image)],  # type: ignore[arg-type]
         instruction=instruction,
         max_new_tokens=tokens,
     )
