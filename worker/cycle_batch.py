@@ -55,6 +55,9 @@ async def run_batch(
         await _end_rest(cycles, calls, cancels, outcomes, declined=str(exc))
     except EngineFailure as exc:  # the whole batch failed: every source not yet ended
         await _end_rest(cycles, calls, cancels, outcomes, error=str(exc))
+    # The runner stops reading once every request is cancelled (worker stopping): the ends
+    # not seen by then are published here.
+    await _end_rest(cycles, calls, cancels, outcomes)
     return [outcomes[index] for index in range(len(jobs))]
 
 
@@ -64,14 +67,15 @@ async def _end_rest(
     cancels: list[threading.Event],
     outcomes: dict[int, Outcome],
     error: str = "",
-    declined: str = "",
+    declined: str | None = None,
 ) -> None:
+    """End every call that has no outcome yet: failed, declined, or as far as it got."""
     for index, call in enumerate(calls):
         if index in outcomes:
             continue
         if error:
             outcomes[index] = await cycles.failed(call, error)
-        elif not call.parts:
+        elif declined is not None and not call.parts:
             outcomes[index] = await cycles.declined(call, declined)
         else:
             ended: Status = "interrupted" if cancels[index].is_set() else "finished"

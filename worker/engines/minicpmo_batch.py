@@ -62,14 +62,18 @@ class BatchedWriter:
                 alone.append(index)
                 continue
             sources.append(self._submit(batch, index, request, cancel, embeds[index]))
-        while sources:
-            if not batch.idle():
-                batch.iterate()
-            for source in list(sources):
-                for item in self._drain(source, cancels[source.index]):
-                    yield item
-                    if item.chunk is None:
-                        sources.remove(source)
+        try:
+            while sources:
+                if not batch.idle():
+                    batch.iterate()
+                for source in list(sources):
+                    for item in self._drain(source, cancels[source.index]):
+                        yield item
+                        if item.chunk is None:
+                            sources.remove(source)
+        finally:  # a failed step or a closed stream leaves no slot busy for the next batch
+            for slot in range(self.decoder.slots):
+                self.decoder.release(slot)
         for index in alone:
             yield from self._alone(index, requests[index], cancels[index], embeds[index])
 
