@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
-from typing import Literal, TypedDict
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import redis.asyncio as aioredis
 
@@ -36,9 +36,10 @@ from shared.messages import (
     CycleStarted,
     TextChunk,
 )
-from shared.records import CommentaryRecord
 from shared.settings import Settings
-from worker.engines.base import EngineRequest, NothingNew, WindowFrame
+from worker.cycle_call import Ask as Ask
+from worker.cycle_call import CallState, EventBase
+from worker.engines.base import Chunk, EngineRequest, NothingNew, WindowFrame
 from worker.open_cycles import OpenCycles
 from worker.runner import EngineFailure, EngineRunner
 from worker.snapshots import HistoryWriter, fit_snapshot
@@ -47,14 +48,6 @@ log = logging.getLogger(__name__)
 
 Status = Literal["finished", "interrupted", "failed", "skipped"]
 PCM_BYTES_PER_SECOND = PCM_RATE * 2  # s16le: two bytes a sample
-
-
-@dataclass(frozen=True)
-class Ask:
-    """Marks a call as the answer to a one-off question."""
-
-    job_id: str
-    question: str
 
 
 @dataclass(frozen=True)
@@ -116,40 +109,50 @@ class CycleRunner:
         ask: Ask | None = None,
     ) -> Outcome:
         """Run the engine on `frames` and publish everything; `cancel` cuts it off."""
-        call = await self._start(source, frames, instruction, ask)
-        request = EngineRequest(
-            source=source,
+        call = await self.start(source, frames, instruction, ask)
+        request = self.request(call, frames, context)
+        try:
+            await self._stream(call, request, cancel)
+        except NothingNew as exc:
+            if not call.parts:  # an engine declines before its first chunk, or not at all
+                return await self.declined(call, str(exc))
+        except EngineFailure as exc:
+            # Only engine errors are the cycle's failure; a Redis error goes up to the loop,
+            # which waits for the bus (there is no one to tell while it is gone; the open
+            # cycle left in Redis is closed as lost by the next cycle on this source).
+            return await self.failed(call, str(exc))
+        return await self.finish(call, "interrupted" if cancel.is_set() else "finished")
+
+    def request(
+        self, call: CallState, frames: Sequence[WindowFrame], context: Sequence[str]
+    ) -> EngineRequest:
+        """What the engine gets for `call`."""
+        return EngineRequest(
+            source=call.base.source,
             frames=frames,
-            instruction=instruction,
+            instruction=call.instruction,
             context=tuple(context),
             max_new_tokens=self._max_new_tokens(),
             speak=self._settings.enable_tts,
             kind=call.base.kind,
         )
-        try:
-            await self._stream(call, request, cancel, max(f.ts for f in frames))
-        except NothingNew as exc:
-            if not call.parts:  # an engine declines before its first chunk, or not at all
-                return await self._declined(call, str(exc))
-        except EngineFailure as exc:
-            # Only engine errors are the cycle's failure; a Redis error goes up to the loop,
-            # which waits for the bus (there is no one to tell while it is gone; the open
-            # cycle left in Redis is closed as lost by the next cycle on this source).
-            log.error("%s: cycle %s failed: %s", source, call.base.cycle, exc)
-            await call.pub.event(CycleFailed(**call.base.common(), error=str(exc)))
-            if call.tracked:
-                await self.open_cycles.end(source, call.base.cycle)
-            return Outcome(
-                cycle=call.base.cycle, status="failed", error=str(exc), latency_ms=call.latency_ms
-            )
-        return await self._finish(call, "interrupted" if cancel.is_set() else "finished")
+
+    async def failed(self, call: CallState, error: str) -> Outcome:
+        """The engine failed this call: say so, close its open cycle."""
+        log.error("%s: cycle %s failed: %s", call.base.source, call.base.cycle, error)
+        await call.pub.event(CycleFailed(**call.base.common(), error=error))
+        if call.tracked:
+            await self.open_cycles.end(call.base.source, call.base.cycle)
+        return Outcome(
+            cycle=call.base.cycle, status="failed", error=error, latency_ms=call.latency_ms
+        )
 
     def _model_id(self) -> str:
         """What the page shows as the model: the checkpoint's last path part, else the engine."""
         info = self._runner.info
         return info.checkpoint.rstrip("/").rsplit("/", 1)[-1] or info.engine
 
-    async def _declined(self, call: _Call, reason: str) -> Outcome:
+    async def declined(self, call: CallState, reason: str) -> Outcome:
         """The engine had nothing new to say: the started cycle ends as skipped, no history."""
         await call.pub.event(CycleSkipped(**call.base.common(), reason=reason))
         if call.tracked:
@@ -160,16 +163,18 @@ class CycleRunner:
         s = self._settings
         return s.tts_max_new_tokens if s.enable_tts else s.max_new_tokens
 
-    async def _start(
+    async def start(
         self, source: str, frames: Sequence[WindowFrame], instruction: str, ask: Ask | None
-    ) -> _Call:
+    ) -> CallState:
         """Close what a dead worker left open here, then announce and record the new cycle."""
         kind: Literal["commentary", "answer"] = "answer" if ask else "commentary"
         tracked = kind == "commentary"  # asks are arq jobs: arq re-runs them after a crash
         if tracked:
             await self.open_cycles.close_orphan(source)
-        base = _EventBase(source, self.new_cycle_id(), self.worker_id, kind, ask)
-        call = _Call(base, SourcePublisher(self._redis, self._keys, source), instruction, tracked)
+        base = EventBase(source, self.new_cycle_id(), self.worker_id, kind, ask)
+        call = CallState(
+            base, SourcePublisher(self._redis, self._keys, source), instruction, tracked
+        )
         call.frame_seqs = [f.seq for f in frames]
         call.frame_ts = [f.ts for f in frames]
         call.newest = max(frames, key=lambda f: f.ts)
@@ -186,42 +191,45 @@ class CycleRunner:
         return call
 
     async def _stream(
-        self, call: _Call, request: EngineRequest, cancel: threading.Event, newest_ts: float
+        self, call: CallState, request: EngineRequest, cancel: threading.Event
     ) -> None:
         """Publish each chunk the engine yields (text, speech) until it ends or `cancel`."""
-        base, ask = call.base, call.base.ask
         async with aclosing(self._runner.stream(request, cancel)) as chunks:
             async for chunk in chunks:
                 if cancel.is_set():
                     break  # cut off: nothing more goes out once a cancel is seen
-                seq = len(call.parts)
-                if call.latency_ms is None:
-                    call.latency_ms = (time.time() - newest_ts) * 1000
-                    await call.pub.event(
-                        CycleFirstChunk(**base.common(), latency_ms=call.latency_ms)
-                    )
-                await call.pub.text(
-                    TextChunk(
-                        source=base.source,
-                        cycle=base.cycle,
-                        seq=seq,
-                        text=chunk.text,
-                        kind=base.kind,
-                        job_id=ask.job_id if ask else None,
-                        question=ask.question if ask else None,
-                    )
-                )
-                if chunk.pcm:
-                    call.audio_bytes += len(chunk.pcm)
-                    await call.pub.audio(
-                        AudioChunk(source=base.source, cycle=base.cycle, seq=seq, pcm=chunk.pcm)
-                    )
-                call.parts.append(chunk.text)
-                call.tokens += chunk.tokens
-                if call.tracked:
-                    await self.open_cycles.progress(base.source, "".join(call.parts))
+                await self.publish(call, chunk)
 
-    async def _finish(self, call: _Call, status: Status) -> Outcome:
+    async def publish(self, call: CallState, chunk: Chunk) -> None:
+        """One chunk of `call` out to viewers (the first one also as `first_chunk`)."""
+        base, ask = call.base, call.base.ask
+        seq = len(call.parts)
+        if call.latency_ms is None:
+            newest_ts = call.newest.ts if call.newest is not None else time.time()
+            call.latency_ms = (time.time() - newest_ts) * 1000
+            await call.pub.event(CycleFirstChunk(**base.common(), latency_ms=call.latency_ms))
+        await call.pub.text(
+            TextChunk(
+                source=base.source,
+                cycle=base.cycle,
+                seq=seq,
+                text=chunk.text,
+                kind=base.kind,
+                job_id=ask.job_id if ask else None,
+                question=ask.question if ask else None,
+            )
+        )
+        if chunk.pcm:
+            call.audio_bytes += len(chunk.pcm)
+            await call.pub.audio(
+                AudioChunk(source=base.source, cycle=base.cycle, seq=seq, pcm=chunk.pcm)
+            )
+        call.parts.append(chunk.text)
+        call.tokens += chunk.tokens
+        if call.tracked:
+            await self.open_cycles.progress(base.source, "".join(call.parts))
+
+    async def finish(self, call: CallState, status: Status) -> Outcome:
         """Append the commentary to history, then announce its end with the history id."""
         base = call.base
         snapshot = b""
@@ -253,74 +261,4 @@ class CycleRunner:
             duration_ms=record.duration_ms,
             audio_seconds=call.audio_bytes / PCM_BYTES_PER_SECOND,
             history_id=history_id,
-        )
-
-
-@dataclass(frozen=True)
-class _EventBase:
-    """The fields every event of one call repeats."""
-
-    source: str
-    cycle: str
-    worker: str
-    kind: Literal["commentary", "answer"]
-    ask: Ask | None
-
-    def common(self) -> _Common:
-        """The fields of every cycle event of this call, to spread into one."""
-        return _Common(
-            source=self.source,
-            cycle=self.cycle,
-            worker=self.worker,
-            kind=self.kind,
-            job_id=self.ask.job_id if self.ask else None,
-            question=self.ask.question if self.ask else None,
-        )
-
-
-class _Common(TypedDict):
-    source: str
-    cycle: str
-    worker: str
-    kind: Literal["commentary", "answer"]
-    job_id: str | None
-    question: str | None
-
-
-@dataclass
-class _Call:
-    """What one call accumulates between its start and its finish."""
-
-    base: _EventBase
-    pub: SourcePublisher
-    instruction: str
-    tracked: bool  # kept as the source's open cycle (commentary, not answers)
-    frame_seqs: list[int] = field(default_factory=list)
-    frame_ts: list[float] = field(default_factory=list)
-    newest: WindowFrame | None = None  # the window's newest frame: its snapshot
-    started: float = field(default_factory=time.time)
-    parts: list[str] = field(default_factory=list)
-    tokens: int = 0
-    audio_bytes: int = 0
-    latency_ms: float | None = None
-
-    def record(self, status: str, worker: str) -> CommentaryRecord:
-        """The history record of this call as it stands."""
-        text = "".join(self.parts).strip()
-        ask = self.base.ask
-        return CommentaryRecord(
-            cycle=self.base.cycle,
-            status=status,
-            text=text,
-            instruction=self.instruction,
-            kind=self.base.kind,
-            worker=worker,
-            started_at=self.started,
-            duration_ms=(time.time() - self.started) * 1000 if status != "open" else 0.0,
-            latency_ms=self.latency_ms or 0.0,
-            tokens=self.tokens or len(text.split()),
-            frame_seqs=self.frame_seqs,
-            question=ask.question if ask else "",
-            job_id=ask.job_id if ask else "",
-            frame_ts=self.frame_ts,
         )

@@ -2,8 +2,9 @@
 
 There is one engine per worker and one GPU under it, so every model call (commentary or
 one-off answer) goes through `EngineRunner.stream`, which holds an asyncio lock for the
-whole call: two calls never overlap. The lock is FIFO, so an ask that waits for the lock
-runs right after the current cycle, before the next one.
+whole call: two calls never overlap. `stream_batch` runs several sources' windows as one
+such call, on engines that batch. The lock is FIFO, so an ask that waits for the lock runs
+right after the current cycle (or batch), before the next one.
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
-from worker.engines.base import Chunk, Engine, EngineInfo, EngineRequest, NothingNew
+from worker.engines.base import BatchItem, Chunk, Engine, EngineInfo, EngineRequest, NothingNew
 
 log = logging.getLogger(__name__)
 
 
 class EngineFailure(RuntimeError):
     """The engine raised while streaming; the message names the original error."""
+
+
+_Item = TypeVar("_Item")
 
 
 @dataclass(frozen=True)
@@ -53,45 +58,66 @@ class EngineRunner:
         waits for the thread to let go of the engine, so the next call starts on an idle one.
         """
         async with self._lock:
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[Chunk | _End] = asyncio.Queue()
+            async for chunk in self._pump(lambda: self.engine.stream(request, cancel), [cancel]):
+                yield chunk
 
-            def put(item: Chunk | _End) -> None:
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-                except RuntimeError:  # the loop closed under us at shutdown
-                    cancel.set()
+    async def stream_batch(
+        self, requests: Sequence[EngineRequest], cancels: Sequence[threading.Event]
+    ) -> AsyncGenerator[BatchItem, None]:
+        """The engine's `stream_batch` (chunks tagged with their request's index, and each
+        request's end), under the same lock; leaving early cancels every request."""
+        async with self._lock:
+            produce = lambda: self.engine.stream_batch(requests, cancels)  # noqa: E731
+            async for item in self._pump(produce, cancels):
+                yield item
 
-            def produce() -> None:
-                try:
-                    for chunk in self.engine.stream(request, cancel):
-                        put(chunk)
-                        if cancel.is_set():
-                            break
-                except BaseException as exc:  # handed to the loop, which re-raises it
-                    put(_End(exc))
-                    return
-                put(_End(None))
+    async def _pump(
+        self, produce: Callable[[], Iterator[_Item]], cancels: Sequence[threading.Event]
+    ) -> AsyncGenerator[_Item, None]:
+        """Run `produce()` in the engine thread, handing its items to the loop as they come."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[_Item | _End] = asyncio.Queue()
 
-            future = loop.run_in_executor(self._executor, produce)
-            ended = False
+        def cancel_all() -> None:
+            for cancel in cancels:
+                cancel.set()
+
+        def put(item: _Item | _End) -> None:
             try:
-                while True:
-                    item = await queue.get()
-                    if isinstance(item, _End):
-                        ended = True
-                        if isinstance(item.error, NothingNew):
-                            raise item.error  # not a failure: the cycle is skipped
-                        if item.error is not None:
-                            error = item.error
-                            raise EngineFailure(f"{type(error).__name__}: {error}") from error
-                        return
-                    yield item
-            finally:
-                if not ended:
-                    cancel.set()  # the caller left early: stop the engine at its next chunk
-                # Shielded: even a cancelled caller waits (briefly) for the engine to stop.
-                await asyncio.shield(future)
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed under us at shutdown
+                cancel_all()
+
+        def work() -> None:
+            try:
+                for item in produce():
+                    put(item)
+                    if all(cancel.is_set() for cancel in cancels):
+                        break
+            except BaseException as exc:  # handed to the loop, which re-raises it
+                put(_End(exc))
+                return
+            put(_End(None))
+
+        future = loop.run_in_executor(self._executor, work)
+        ended = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    ended = True
+                    if isinstance(item.error, NothingNew):
+                        raise item.error  # not a failure: the cycle is skipped
+                    if item.error is not None:
+                        error = item.error
+                        raise EngineFailure(f"{type(error).__name__}: {error}") from error
+                    return
+                yield item
+        finally:
+            if not ended:
+                cancel_all()  # the caller left early: stop the engine at its next chunk
+            # Shielded: even a cancelled caller waits (briefly) for the engine to stop.
+            await asyncio.shield(future)
 
     async def judge(self, request: EngineRequest, conditions: Sequence[str]) -> list[bool | None]:
         """The engine's yes/no on each condition for `request`'s frames, in its thread, under
@@ -118,6 +144,10 @@ class EngineRunner:
             old, self.engine, self.info = self.engine, engine, info
             await loop.run_in_executor(self._executor, old.close)
             return info
+
+    def batch_capacity(self) -> int:
+        """How many windows the engine runs as one batch (1: one at a time)."""
+        return self.engine.batch_capacity()
 
     def engine_info(self) -> EngineInfo:
         """The engine's current info (VRAM may change), or what load returned."""

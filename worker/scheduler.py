@@ -1,6 +1,7 @@
 """Per-source commentary state and the fair choice of which source runs next.
 
-The worker has one engine, so cycles of all its sources run one after another. A source is
+The worker has one engine, so cycles of its sources run one after another, or, with an
+engine that batches (MAX_BATCH > 1), up to MAX_BATCH ready sources together. A source is
 ready when its INFERENCE_INTERVAL since the last cycle has passed and a new sample has been
 taken since then, or at once when its instruction just changed. Among ready sources the
 one served longest ago goes first (round-robin); a source without new frames is never ready
@@ -116,11 +117,23 @@ class Scheduler:
 
     def pick(self) -> SourceSlot | None:
         """The next source to serve: instruction changes first, then least recently served."""
+        chosen = self.pick_batch(1)
+        return chosen[0] if chosen else None
+
+    def pick_batch(self, limit: int) -> list[SourceSlot]:
+        """Up to `limit` ready sources, in the order `pick` would serve them one by one."""
         now = time.monotonic()
         ready = [s for s in self.slots.values() if self.ready(s, now)]
-        if not ready:
-            return None
-        return min(ready, key=lambda s: (not s.force, s.last_served))
+        return sorted(ready, key=lambda s: (not s.force, s.last_served))[:limit]
+
+    def due_before(self, deadline: float, taken: list[SourceSlot]) -> bool:
+        """Whether a source with frames, not in `taken`, becomes due by `deadline`."""
+        names = {t.name for t in taken}
+        return any(
+            s.buffer.newest_seq >= 0 and s.next_due <= deadline
+            for s in self.slots.values()
+            if s.name not in names
+        )
 
     def seconds_to_next_due(self) -> float | None:
         """How long until a source with a new sample becomes due (None: none waiting)."""

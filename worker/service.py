@@ -3,7 +3,8 @@
 `run_worker(settings, engine, stop=...)` runs it in-process (tests inject a scripted engine);
 `lookout worker` runs it as a process with the engine named by ENGINE. Concurrent tasks:
 lease keeping, heartbeat, frame reading, the control subscription, arq's ask worker and the
-commentary loop. Only the last two call the engine, through one FIFO lock (runner.py).
+commentary loop. Only the last two call the engine, through one FIFO lock (runner.py); each
+round of the commentary loop (serving.py) runs one due source, or several as one batch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Sequence
 
@@ -33,18 +33,11 @@ from worker.leases import Leases
 from worker.model_switch import ModelSwitcher, SpeedMeter, served_model
 from worker.rules import RuleWatch
 from worker.runner import EngineRunner
-from worker.scheduler import Scheduler, SourceSlot, bounded_context
+from worker.scheduler import Scheduler, SourceSlot
+from worker.serving import SourceServer, wait_for
 from worker.sharing import LeaseKeeper
-from worker.windows import Sample
 
 log = logging.getLogger(__name__)
-
-
-async def wait_for(event: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds` for `event`; True if it is set."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
-    return event.is_set()
 
 
 class CommentaryWorker:
@@ -65,12 +58,16 @@ class CommentaryWorker:
         self.frames = StreamFrames(self.redis, self.keys, settings, self.scheduler)
         self.asks = AskHandler(self.cycles, self.window_for, settings)
         self.rules = RuleWatch(self.redis, self.keys, settings, self.runner, worker_id)
-        self.cycle_count = 0
         self.started_at = time.time()
-        self.serving: SourceSlot | None = None
+        self.server = SourceServer(self)
         self.model_id = served_model(settings)
         self.speed = SpeedMeter()
         self.switcher = ModelSwitcher(self)
+
+    @property
+    def serving(self) -> list[SourceSlot]:
+        """The sources whose cycles run now (one, or a batch)."""
+        return self.server.serving
 
     # --- what the lease keeper calls ---
     async def required_models(self) -> dict[str, str]:
@@ -153,95 +150,19 @@ class CommentaryWorker:
         backoff = Backoff(0.2, 5.0)
         while not stop.is_set():
             self.scheduler.wake.clear()
-            slot = self.scheduler.pick()
-            if slot is None:
+            slots = await self.server.choose()
+            if not slots:
                 timeout = self.scheduler.seconds_to_next_due()
                 await wait_for(self.scheduler.wake, 1.0 if timeout is None else max(timeout, 0.01))
                 continue
             try:
-                await self._serve(slot)
+                await self.server.serve(slots)
                 backoff.reset()
             except REDIS_ERRORS as exc:
                 delay = backoff.next()
-                log.warning("cycle of %s lost Redis (%s); retrying in %.1fs", slot.name, exc, delay)
+                names = ", ".join(slot.name for slot in slots)
+                log.warning("cycle of %s lost Redis (%s); retrying in %.1fs", names, exc, delay)
                 await wait_for(stop, delay)
-
-    async def _serve(self, slot: SourceSlot) -> None:
-        s = self.settings
-        slot.last_served = time.monotonic()
-        state = await self.registry.state(slot.name)
-        if state is None:
-            await self.instructions.gone(slot.name)
-            await self.keeper.drop(slot.name, "source removed")
-            return
-        if not await self.instructions.restored(slot, state):
-            slot.apply_instruction(state.instruction, state.instruction_rev, authoritative=True)
-            await self.instructions.seen(slot)
-        window = slot.buffer.window()
-        slot.judged_seq = slot.buffer.newest_seq
-        forced, slot.force = slot.force, False
-        if not window:
-            return
-        if not forced and await self._skip(slot, window):
-            return
-        if not await self.leases.renew(slot.name):
-            await self.keeper.drop(slot.name, "lease lost")
-            return
-        cancel = threading.Event()
-        slot.cancel, slot.cancel_reason = cancel, ""
-        self.serving = slot
-        context = (
-            bounded_context(slot.context, s.context_max_chars) if s.context_commentaries else []
-        )
-        rev = slot.rev  # an instruction that changes meanwhile clears the context for good
-        try:
-            outcome = await self.cycles.run(
-                slot.name, [w.frame for w in window], slot.instruction, context, cancel
-            )
-        finally:
-            slot.cancel, self.serving = None, None
-        self.cycle_count += 1
-        if outcome.status != "skipped":  # a skip leaves the last commentary as the reference
-            slot.detector.commented(window)
-        if outcome.status == "finished":
-            self.speed.add(outcome.tokens, outcome.duration_ms)
-        if outcome.status == "finished" and slot.rev == rev:
-            slot.remember(outcome.text, s.context_commentaries)
-            slot.last_commentary_wall = time.time()
-        # After the commentary (it never waits for rules). A window the engine looked at and
-        # found nothing new in is decided too: debounce counts consecutive windows, and a
-        # person standing still is "nothing new" to say but still "a person is visible".
-        if outcome.status in ("finished", "skipped"):
-            said = outcome.text or (slot.context[-1] if slot.context else "")
-            await self.rules.after_commentary(
-                slot.name,
-                [w.frame for w in window],
-                slot.instruction,
-                outcome.cycle,
-                outcome.history_id,
-                said,
-            )
-        stat: status.StatName = "cycles" if outcome.status == "finished" else outcome.status
-        await status.count(
-            self.redis, self.keys, slot.name, self.worker_id, stat, outcome.latency_ms
-        )
-        pause = outcome.audio_seconds + (s.tts_pause_after if outcome.audio_seconds else 0.0)
-        slot.next_due = time.monotonic() + s.inference_interval + pause
-
-    async def _skip(self, slot: SourceSlot, window: list[Sample]) -> bool:
-        """Skip (and say why) when the scene barely changed since the last commentary."""
-        s = self.settings
-        change = slot.detector.change(window)
-        if change is None or change >= s.change_threshold:
-            return False
-        idle = s.idle_commentary_interval
-        if idle > 0 and time.time() - slot.last_commentary_wall >= idle:
-            return False  # the periodic "still nothing new"
-        slot.next_due = time.monotonic() + s.inference_interval
-        reason = f"scene changed {change:.2f} < CHANGE_THRESHOLD {s.change_threshold:g} since the last commentary"
-        await self.cycles.skipped(slot.name, reason)
-        await status.count(self.redis, self.keys, slot.name, self.worker_id, "skipped")
-        return True
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         period = min(self.settings.heartbeat_ttl, self.settings.lease_ttl) / 3
@@ -259,7 +180,7 @@ class CommentaryWorker:
             self.worker_id,
             self.runner.engine_info(),
             self.scheduler.slots,
-            self.cycle_count,
+            self.server.cycle_count,
             self.started_at,
             self.settings.heartbeat_ttl,
             model=self.model_id,
@@ -302,9 +223,11 @@ class CommentaryWorker:
     ) -> None:
         self.scheduler.wake.set()  # an idle commentary loop sees `stop` at once
         await asyncio.wait({loop_task}, timeout=grace)
-        if not loop_task.done() and self.serving is not None and self.serving.cancel is not None:
-            self.serving.cancel_reason = "worker stopping"
-            self.serving.cancel.set()  # publishes it as interrupted
+        running = [slot for slot in self.serving if slot.cancel is not None]
+        if not loop_task.done() and running:
+            for slot in running:
+                slot.cancel_reason = "worker stopping"
+                slot.cancel.set()  # type: ignore[union-attr]  # publishes it as interrupted
             await asyncio.wait({loop_task}, timeout=2.0)
         await asyncio.wait({asks}, timeout=grace + 1)
         for task in [loop_task, asks, *helpers]:

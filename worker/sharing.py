@@ -30,8 +30,10 @@ class Holder(Protocol):
 
     scheduler: Scheduler
     registry: SourceRegistry
-    serving: SourceSlot | None
     model_id: str  # the model it serves: sources requiring another one are not for it
+
+    @property
+    def serving(self) -> list[SourceSlot]: ...  # the sources whose cycles run now
 
     async def required_models(self) -> dict[str, str]: ...
     def gain(self, source: str) -> None: ...
@@ -123,9 +125,9 @@ class LeaseKeeper:
         return min(self._cap, share + fair_share(len(eligible) - bound, len(beats), self._cap))
 
     async def _hand_back_one(self) -> None:
-        serving = self._holder.serving.name if self._holder.serving else None
+        serving = {slot.name for slot in self._holder.serving}
         for source in self.held:
-            if source != serving:
+            if source not in serving:
                 await self.drop(source, "handed to another worker (fair share)")
                 return
 

@@ -65,6 +65,15 @@ class EngineInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class BatchItem:
+    """One event of a batched call: a chunk of request `index`, or (chunk None) its end."""
+
+    index: int
+    chunk: Chunk | None = None
+    error: str = ""  # set on an end: the request failed with this message
+
+
 class NothingNew(Exception):
     """Raised by `Engine.stream` before its first chunk when the window holds nothing worth
     saying again: the worker records the cycle as `skipped`, with this message as the reason,
@@ -87,6 +96,23 @@ class Engine(ABC):
     @abstractmethod
     def stream(self, request: EngineRequest, cancel: threading.Event) -> Iterator[Chunk]:
         """Yield chunks for `request`; stop early, between chunks, once `cancel` is set."""
+
+    def batch_capacity(self) -> int:
+        """How many windows `stream_batch` runs together (1: no batched path)."""
+        return 1
+
+    def stream_batch(
+        self, requests: Sequence[EngineRequest], cancels: Sequence[threading.Event]
+    ) -> Iterator[BatchItem]:
+        """Chunks of several requests, each tagged with its index, and each request's end.
+
+        The default runs them one after another; an engine with a batched path overrides it
+        (and `batch_capacity`). A request's `cancel` stops only that request.
+        """
+        for index, (request, cancel) in enumerate(zip(requests, cancels, strict=True)):
+            for chunk in self.stream(request, cancel):
+                yield BatchItem(index, chunk)
+            yield BatchItem(index)
 
     def info(self) -> EngineInfo:
         """Current status (VRAM and such may change after load)."""

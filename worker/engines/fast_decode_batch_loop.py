@@ -5,7 +5,8 @@ The host loop, one iteration per decode step:
 1. admit waiting requests into free slots (one per iteration by default; lowest slot first,
    so the smallest captured batch size serves): the request's `prepare()` makes its prompt
    embeddings (vision, merge) now, the decoder prefills them into the slot and the first
-   token goes out at once;
+   token goes out at once; with `joint`, all the requests waiting together are prefilled
+   by one forward (`fast_decode_batch_prefill`);
 2. drop cancelled requests (an interrupted source leaves before the next step is queued);
 3. queue one step over the busy slots (a graph replay; token ids copied to pinned memory);
 4. read the previous step's ids (the GPU already works on the next one) and hand each busy
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from worker.engines.fast_decode_batch import BatchDecoder
+from worker.engines.fast_decode_batch_prefill import admit_together
 
 _END = -1
 
@@ -60,8 +62,11 @@ class _Busy:
 class ContinuousBatch:
     """The host loop above. Not thread-safe except `submit`: one thread runs `iterate`."""
 
-    def __init__(self, decoder: BatchDecoder, admit_per_step: int = 1) -> None:
+    def __init__(self, decoder: BatchDecoder, admit_per_step: int = 1, joint: bool = False) -> None:
         self.decoder = decoder
+        # Joint: the requests waiting together are prefilled by one forward (all of them, as
+        # far as slots are free), reading the weights once instead of once per source.
+        self.joint = joint
         # Admissions per iteration: each one's vision and prefill delay the step of every busy
         # slot, so one per step lets early sources speak before late ones are prefilled (the
         # worst source waits as long either way: docs/benchmarks.md).
@@ -105,6 +110,9 @@ class ContinuousBatch:
 
     def _admit(self) -> None:
         free = [s for s in range(self.decoder.slots) if s not in self.busy]
+        if self.joint and len(free) > 1 and self.waiting.qsize() > 1:
+            self._admit_together(free)
+            return
         admitted = 0
         while free and admitted < self.admit_per_step and not self.waiting.empty():
             request = self.waiting.get_nowait()
@@ -119,16 +127,48 @@ class ContinuousBatch:
                 request.error = exc
                 self._finish(request)
                 continue
-            request.ids.put(first)
-            room = self.decoder.max_len - int(embeds.shape[1])
-            steps = min(request.max_new_tokens - 1, room)
-            if first in request.stop_ids or steps <= 0:
-                self.decoder.release(slot)
-                self._finish(request)
+            if not self._started(slot, request, first, int(embeds.shape[1])):
                 continue
-            self.busy[slot] = _Busy(request, steps)
             free.pop(0)
             admitted += 1
+
+    def _admit_together(self, free: list[int]) -> None:
+        """Every waiting request that a free slot takes, prefilled by one forward."""
+        taken: list[tuple[BatchRequest, torch.Tensor]] = []
+        while len(taken) < len(free) and not self.waiting.empty():
+            request = self.waiting.get_nowait()
+            if request.cancel.is_set():
+                self._finish(request)
+                continue
+            try:
+                taken.append((request, request.prepare()))
+            except Exception as exc:  # noqa: BLE001 (handed to the request's reader)
+                request.error = exc
+                self._finish(request)
+        if not taken:
+            return
+        slots = free[: len(taken)]
+        try:
+            firsts = admit_together(self.decoder, slots, [embeds for _, embeds in taken])
+        except Exception as exc:  # noqa: BLE001 (handed to every request's reader)
+            for slot, (request, _) in zip(slots, taken, strict=True):
+                self.decoder.release(slot)
+                request.error = exc
+                self._finish(request)
+            return
+        for slot, (request, embeds), first in zip(slots, taken, firsts, strict=True):
+            self._started(slot, request, first, int(embeds.shape[1]))
+
+    def _started(self, slot: int, request: BatchRequest, first: int, length: int) -> bool:
+        """Hand out a newly prefilled request's first token; keep its slot if it goes on."""
+        request.ids.put(first)
+        steps = min(request.max_new_tokens - 1, self.decoder.max_len - length)
+        if first in request.stop_ids or steps <= 0:
+            self.decoder.release(slot)
+            self._finish(request)
+            return False
+        self.busy[slot] = _Busy(request, steps)
+        return True
 
     def _launch(self) -> None:
         size = self.decoder.size_for(max(self.busy))

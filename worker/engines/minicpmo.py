@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from shared.settings import Settings
 from worker.engines.base import (
+    BatchItem,
     Chunk,
     Engine,
     EngineError,
@@ -58,6 +59,7 @@ class MiniCPMoEngine(Engine):
         self.stop_ids: frozenset[int] = frozenset()
         self.speech = False
         self.vision_attention = "eager"
+        self.batched: Any = None  # a BatchedWriter where MAX_BATCH > 1 (text only)
         self._info = EngineInfo(engine=self.name, checkpoint=settings.model_path)
 
     def preflight(self) -> tuple[dict[str, Any], str]:
@@ -110,6 +112,7 @@ class MiniCPMoEngine(Engine):
             extra={
                 "quantization": quant_method(config) or "none",
                 "decode": self.decoder.mode if self.decoder else "generate",
+                "batch": self.batched.decoder.mode if self.batched else "off",
                 "prefill": self._prefill_mode(),
                 "vision_attention": self.vision_attention,
                 "tts": "on" if s.enable_tts else "off",
@@ -169,6 +172,42 @@ class MiniCPMoEngine(Engine):
             prefill_buckets=DEFAULT_BUCKETS,
             sampling=SamplingParams(temperature=self.settings.decode_temperature),
         )
+        self.batched = self._batched_writer(on_cuda)
+
+    def _batched_writer(self, on_cuda: bool) -> Any:
+        """Slots for MAX_BATCH sources decoded together; None where batching cannot apply
+        (MAX_BATCH 1, speech, or no bucketed prefill to fill the slots from)."""
+        s = self.settings
+        if s.max_batch <= 1 or s.enable_tts or self.decoder is None:
+            return None
+        if self.decoder.prefiller is None:
+            return None
+        from worker.engines.fast_decode import SamplingParams
+        from worker.engines.fast_decode_batch import BatchDecoder
+        from worker.engines.minicpmo_batch import BatchedWriter
+
+        slots = BatchDecoder(
+            self.decoder,
+            slots=s.max_batch,
+            max_len=s.decode_max_len,
+            sampling=SamplingParams(temperature=s.decode_temperature),
+            use_graph=on_cuda,
+            compile_step=on_cuda and s.compile_decode,
+        )
+        return BatchedWriter(self, slots)
+
+    def batch_capacity(self) -> int:
+        return int(self.batched.decoder.slots) if self.batched is not None else 1
+
+    def stream_batch(
+        self, requests: Sequence[EngineRequest], cancels: Sequence[threading.Event]
+    ) -> Iterator[BatchItem]:
+        if self.model is None:
+            raise EngineError("engine not loaded: call load() first")
+        if self.batched is None or any(r.speak and self.speech for r in requests):
+            yield from super().stream_batch(requests, cancels)
+            return
+        yield from self.batched.stream(requests, cancels)
 
     def _prefill_mode(self) -> str:
         prefiller = self.decoder.prefiller if self.decoder else None
@@ -232,4 +271,4 @@ class MiniCPMoEngine(Engine):
         yield from text_chunks(ids, tokenizer, self.stop_ids, cancel)
 
     def close(self) -> None:
-        self.model = self.decoder = self.processor = None
+        self.model = self.decoder = self.processor = self.batched = None
