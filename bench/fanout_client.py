@@ -50,48 +50,8 @@ class Tally:
         self.failed = 0
 
 
-class CountingViewer(asyncio.Protocol):
-    """An HTTP stream reader that only counts the messages it receives."""
-
-    def __init__(self, kind: str, request: bytes, tally: Tally, index: int) -> None:
-        self.kind = kind
-        self.request = request
-        self.tally = tally
-        self.index = index
-        self.ready = asyncio.get_running_loop().create_future()
-        self.mark = MARKS[kind]
-        self.tail = b""  # a marker may span two reads
-        self.head = b""
-        self.in_body = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError("closed before the stream started"))
-
-    def data_received(self, data: bytes) -> None:
-        if not self.in_body:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not self.head.startswith(b"HTTP/1.1 200"):
-                self.ready.set_exception(ConnectionError(self.head[:80].decode(errors="replace")))
-                return
-            data, self.head, self.in_body = self.head[end + 4 :], b"", True
-        if not self.ready.done() and (self.kind != "sse" or b": ready" in data):
-            self.ready.set_result(None)
-        k = len(self.mark) - 1
-        found = data.count(self.mark) + (self.tail + data[:k]).count(self.mark)
-        self.tail = (self.tail + data)[-k:] if len(data) < k else data[-k:]
-        if found:
-            self.tally.counts[self.index] += found
-
-
-class Viewer(asyncio.Protocol):
-    """One HTTP stream reader: response head, chunked framing, then the kind's body parser."""
+class _Stream(asyncio.Protocol):
+    """An HTTP stream request on one connection: the response head, then the body to `_body`."""
 
     def __init__(self, kind: str, request: bytes, tally: Tally, index: int) -> None:
         self.kind = kind
@@ -101,12 +61,6 @@ class Viewer(asyncio.Protocol):
         self.ready = asyncio.get_running_loop().create_future()
         self.head = b""  # response head until its blank line
         self.in_body = False
-        self.size_line = b""
-        self.remaining = 0  # bytes left in the current HTTP chunk
-        self.skip_crlf = 0
-        self.carry = b""  # body bytes a parser keeps between reads
-        self.part_left = 0  # MJPEG: bytes of the current part's JPEG (+ CRLF) to skip
-        self.pcm_offset = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.write(self.request)  # type: ignore[attr-defined]
@@ -125,8 +79,45 @@ class Viewer(asyncio.Protocol):
                 self.ready.set_exception(ConnectionError(self.head[:80].decode(errors="replace")))
                 return
             data, self.head, self.in_body = self.head[end + 4 :], b"", True
-            if self.kind != "sse":
+            if self.kind != "sse":  # an SSE stream is ready at its ": ready" comment
                 self.ready.set_result(None)
+        self._body(data)
+
+    def _body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class CountingViewer(_Stream):
+    """An HTTP stream reader that only counts the messages it receives."""
+
+    def __init__(self, kind: str, request: bytes, tally: Tally, index: int) -> None:
+        super().__init__(kind, request, tally, index)
+        self.mark = MARKS[kind]
+        self.tail = b""  # a marker may span two reads
+
+    def _body(self, data: bytes) -> None:
+        if not self.ready.done() and b": ready" in data:
+            self.ready.set_result(None)
+        k = len(self.mark) - 1
+        found = data.count(self.mark) + (self.tail + data[:k]).count(self.mark)
+        self.tail = (self.tail + data)[-k:] if len(data) < k else data[-k:]
+        if found:
+            self.tally.counts[self.index] += found
+
+
+class Viewer(_Stream):
+    """One HTTP stream reader: response head, chunked framing, then the kind's body parser."""
+
+    def __init__(self, kind: str, request: bytes, tally: Tally, index: int) -> None:
+        super().__init__(kind, request, tally, index)
+        self.size_line = b""
+        self.remaining = 0  # bytes left in the current HTTP chunk
+        self.skip_crlf = 0
+        self.carry = b""  # body bytes a parser keeps between reads
+        self.part_left = 0  # MJPEG: bytes of the current part's JPEG (+ CRLF) to skip
+        self.pcm_offset = 0
+
+    def _body(self, data: bytes) -> None:
         self._dechunk(data)
 
     def _dechunk(self, data: bytes) -> None:

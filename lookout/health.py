@@ -8,6 +8,7 @@ is registered in lookout/cli.py). Each role checks what its process proves to ot
   otherwise any worker whose `host` field is this host name (ids default to `host-pid`).
 - producer: Redis answers PING. The supervisor has no heartbeat key of its own, and
   per-source producer keys only exist while it captures something.
+- alerts: a `lookout alerts` process on this host has a heartbeat `Keys.delivery_status(id)`.
 - livekit: a LiveKit bridge on this host has a heartbeat `Keys.livekit_bridge(id)` (it is
   healthy while it retries an unreachable server: its heartbeat lists the errors).
 - auto: the role is read from PID 1's command line (`lookout worker ...`), so one image
@@ -19,11 +20,12 @@ It prints one line saying what it found, which `docker inspect` shows under Heal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import redis
@@ -117,11 +119,22 @@ def _beat(client: redis.Redis, key: bytes) -> WorkerBeat:
         return WorkerBeat()
 
 
-def check_worker(settings: Settings, timeout: float, host: str | None = None) -> str:
+@contextlib.contextmanager
+def _session(settings: Settings, timeout: float) -> Iterator[redis.Redis]:
+    """A client for one check; a Redis error during it is Unhealthy, and it is closed after."""
     client = _redis(settings, timeout)
+    try:
+        yield client
+    except redis.RedisError as exc:
+        raise Unhealthy(f"Redis error at {settings.redis_url}: {exc}") from None
+    finally:
+        client.close()
+
+
+def check_worker(settings: Settings, timeout: float, host: str | None = None) -> str:
     keys = Keys(settings.key_prefix)
     host = host or socket.gethostname()
-    try:
+    with _session(settings, timeout) as client:
         if settings.worker_id:
             if client.exists(keys.worker_status(settings.worker_id)):
                 return f"worker ok: heartbeat of {settings.worker_id}"
@@ -130,34 +143,24 @@ def check_worker(settings: Settings, timeout: float, host: str | None = None) ->
             if _beat(client, key).host == host:
                 return f"worker ok: heartbeat {key.decode()}"
         raise Unhealthy(f"worker unhealthy: no heartbeat from host {host}")
-    except redis.RedisError as exc:
-        raise Unhealthy(f"Redis error at {settings.redis_url}: {exc}") from None
-    finally:
-        client.close()
 
 
 def check_alerts(settings: Settings, timeout: float, host: str | None = None) -> str:
     """`lookout alerts` beats in `Keys.delivery_status`: one from this host is healthy."""
-    client = _redis(settings, timeout)
     keys = Keys(settings.key_prefix)
     host = host or socket.gethostname()
-    try:
+    with _session(settings, timeout) as client:
         for key in client.scan_iter(match=keys.delivery_pattern, count=100):
             if decode_hash(client.hgetall(key)).get("host") == host:  # type: ignore[arg-type]
                 return f"alerts ok: heartbeat {key.decode()}"
         raise Unhealthy(f"alerts unhealthy: no delivery heartbeat from host {host}")
-    except redis.RedisError as exc:
-        raise Unhealthy(f"Redis error at {settings.redis_url}: {exc}") from None
-    finally:
-        client.close()
 
 
 def check_livekit(settings: Settings, timeout: float, host: str | None = None) -> str:
     """`lookout livekit` beats in `Keys.livekit_bridge`: one from this host is healthy."""
-    client = _redis(settings, timeout)
     keys = Keys(settings.key_prefix)
     host = host or socket.gethostname()
-    try:
+    with _session(settings, timeout) as client:
         for key in client.scan_iter(match=keys.livekit_bridge("*"), count=100):
             try:
                 beat = LivekitBeat.from_fields(client.hgetall(key))  # type: ignore[arg-type]
@@ -166,10 +169,6 @@ def check_livekit(settings: Settings, timeout: float, host: str | None = None) -
             if beat.host == host:
                 return f"livekit ok: heartbeat {key.decode()} (rooms: {beat.rooms or 'none'})"
         raise Unhealthy(f"livekit unhealthy: no bridge heartbeat from host {host}")
-    except redis.RedisError as exc:
-        raise Unhealthy(f"Redis error at {settings.redis_url}: {exc}") from None
-    finally:
-        client.close()
 
 
 def check(role: str, settings: Settings, timeout: float = TIMEOUT_S) -> str:
