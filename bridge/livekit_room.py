@@ -109,10 +109,7 @@ class LiveKitRoom:
         publication: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
-        if (
-            track.kind == rtc.TrackKind.KIND_VIDEO
-            and publication.source == rtc.TrackSource.SOURCE_CAMERA
-        ):
+        if _is_camera(track, publication):
             self.cameras.put_nowait(CameraEvent(participant.identity, track))
 
     def _unsubscribed(
@@ -121,10 +118,7 @@ class LiveKitRoom:
         publication: rtc.RemoteTrackPublication,
         participant: rtc.RemoteParticipant,
     ) -> None:
-        if (
-            track.kind == rtc.TrackKind.KIND_VIDEO
-            and publication.source == rtc.TrackSource.SOURCE_CAMERA
-        ):
+        if _is_camera(track, publication):
             self.cameras.put_nowait(CameraEvent(participant.identity, None))
 
     async def connect(self) -> None:
@@ -156,3 +150,11 @@ class LiveKitRoom:
 
     async def close(self) -> None:
         await self._room.disconnect()
+
+
+def _is_camera(track: rtc.Track, publication: rtc.RemoteTrackPublication) -> bool:
+    """A participant's camera video (not a screen share, not audio)."""
+    return (
+        track.kind == rtc.TrackKind.KIND_VIDEO
+        and publication.source == rtc.TrackSource.SOURCE_CAMERA
+    )
