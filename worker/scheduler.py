@@ -35,6 +35,10 @@ class SourceSlot:
     judged_seq: int = -1  # newest sample already run or skipped
     force: bool = False  # instruction changed: run now, whatever the scene
     last_commentary_wall: float = 0.0  # epoch time of the last finished commentary
+    # The last finished commentary and its history entry: what a rule decided on a window
+    # with nothing new points at (that window has no history entry of its own).
+    last_text: str = ""
+    last_history_id: str = ""
     cancel: threading.Event | None = None  # set to cut off the cycle running for this source
     cancel_reason: str = ""
 

@@ -154,17 +154,24 @@ class SourceServer:
             slot.detector.commented(r.window)
         if outcome.status == "finished":
             w.speed.add(outcome.tokens, outcome.duration_ms)
+        if outcome.status == "finished":
+            slot.last_text, slot.last_history_id = outcome.text, outcome.history_id
         if outcome.status == "finished" and slot.rev == r.rev:
             slot.remember(outcome.text, s.context_commentaries)
             slot.last_commentary_wall = time.time()
         # After the commentary (it never waits for rules). A window the engine looked at and
         # found nothing new in is decided too: debounce counts consecutive windows, and a
         # person standing still is "nothing new" to say but still "a person is visible".
+        # Its alert points at the last commentary, the newest description of that scene.
         if outcome.status in ("finished", "skipped"):
-            said = outcome.text or (slot.context[-1] if slot.context else "")
             frames = [x.frame for x in r.window]
             await w.rules.after_commentary(
-                slot.name, frames, slot.instruction, outcome.cycle, outcome.history_id, said
+                slot.name,
+                frames,
+                slot.instruction,
+                outcome.cycle,
+                slot.last_history_id,
+                slot.last_text,
             )
         stat: status.StatName = "cycles" if outcome.status == "finished" else outcome.status
         await status.count(w.redis, w.keys, slot.name, w.worker_id, stat, outcome.latency_ms)
