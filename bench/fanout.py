@@ -119,6 +119,8 @@ def run_queue_wait(proc: psutil.Process) -> float:
 def gc_passes(port: int) -> dict[str, float]:
     """`lookout_api_gc_seconds` count and sum by generation, from the API's /metrics."""
     out: dict[str, float] = {}
+    if not port:
+        return out
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     except httpx.HTTPError:
@@ -171,12 +173,14 @@ def run_once(args: argparse.Namespace, redis: RedisServer, viewers: int, procs: 
         time.sleep(1.0)  # every relay subscribed, the connect burst's garbage collected
         proc, client_proc = psutil.Process(api.proc.pid), psutil.Process(client.pid)
         cpu0, t0, client0 = tree_cpu(proc), time.monotonic(), tree_cpu(client_proc)
-        wait0, gc0 = run_queue_wait(proc), gc_passes(port)
+        # With several processes /metrics answers from whichever accepts: GC only for one.
+        gc_port = port if procs == 1 else 0
+        wait0, gc0 = run_queue_wait(proc), gc_passes(gc_port)
         spy = profiler(args, proc, viewers, procs)
         sent = asyncio.run(publish(args.kind, redis.url, keys, args.rate, args.seconds))
         time.sleep(1.0)  # the last messages in flight
         cpu1, t1, client1 = tree_cpu(proc), time.monotonic(), tree_cpu(client_proc)
-        wait1, gc1 = run_queue_wait(proc), gc_passes(port)
+        wait1, gc1 = run_queue_wait(proc), gc_passes(gc_port)
         rss = tree_rss(proc)
         if spy is not None:
             spy.wait(30)
@@ -268,22 +272,23 @@ def main() -> int:
     p.add_argument("--client-cpus", default="", help="taskset CPU list for the client")
     p.add_argument("--label", default="", help="stored with the results (e.g. before/after)")
     p.add_argument("--profile", metavar="PREFIX", help="py-spy the API into PREFIX-*.txt")
-    p.add_argument("--plot", metavar="PREFIX", help="only draw PREFIX_*.png from the results")
+    p.add_argument("--plot", metavar="PREFIX", help="only draw PREFIX-*.png from the results")
+    p.add_argument("--results", type=Path, default=RESULTS, help="JSON lines appended or plotted")
     args = p.parse_args()
     if args.plot:
         from bench.fanout_plot import plot, table
 
-        plot(RESULTS, args.plot)
-        print(table(RESULTS))
+        plot(args.results, args.plot)
+        print(table(args.results))
         return 0
     redis = RedisServer().start()
-    RESULTS.parent.mkdir(exist_ok=True)
+    args.results.parent.mkdir(exist_ok=True)
     try:
         for procs in [int(x) for x in args.procs.split(",")]:
             for viewers in [int(x) for x in args.viewers.split(",")]:
                 row = run_once(args, redis, viewers, procs)
                 report(row)
-                with RESULTS.open("a") as out:
+                with args.results.open("a") as out:
                     out.write(json.dumps(row) + "\n")
     finally:
         redis.stop()

@@ -125,7 +125,7 @@ class Viewer(_Stream):
         while pos < n:
             if self.remaining:
                 take = min(self.remaining, n - pos)
-                self._body(data[pos : pos + take] if take < n else data)
+                self._payload(data[pos : pos + take] if take < n else data)
                 pos += take
                 self.remaining -= take
                 if not self.remaining:
@@ -143,7 +143,8 @@ class Viewer(_Stream):
                 self.size_line = b""
                 pos = end + 2
 
-    def _body(self, data: bytes) -> None:
+    def _payload(self, data: bytes) -> None:
+        """The stream's own bytes (HTTP chunk framing removed), parsed by kind."""
         now = time.time()
         if self.kind == "sse":
             self._sse(data, now)
