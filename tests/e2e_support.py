@@ -42,15 +42,18 @@ class SseReader:
         self.events: queue.Queue[SseEvent] = queue.Queue()
         self.ready = threading.Event()
         self._stop = threading.Event()
+        self.error: httpx.HTTPError | None = None  # what ended the stream early, if anything
         self._thread = threading.Thread(target=self._run, args=(url, headers or {}), daemon=True)
         self._thread.start()
 
     def _run(self, url: str, headers: dict[str, str]) -> None:
+        # Kept, not raised: a test that failed before close() tears its API down under this
+        # thread, and an exception here would then be reported as a second, unrelated error.
         try:
             self._read(url, headers)
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             if not self._stop.is_set():  # after close() the server may go first: expected
-                raise
+                self.error = exc
 
     def _read(self, url: str, headers: dict[str, str]) -> None:
         with httpx.Client(timeout=httpx.Timeout(5.0, read=None)) as client:
@@ -84,7 +87,7 @@ class SseReader:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError("no matching SSE event in time")
+                raise TimeoutError(f"no matching SSE event in time (stream error: {self.error!r})")
             try:
                 event = self.events.get(timeout=left)
             except queue.Empty:

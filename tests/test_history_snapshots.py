@@ -148,6 +148,9 @@ async def test_snapshots_live_exactly_as_long_as_their_history_entries(
     kept = {entry_id.decode(): fields[b"jpeg"] for entry_id, fields in snapshots}
     assert set(kept) == {i for i in history if ids.index(i) % 7 != 0}
     assert kept[ids[-2]] == frame(258).jpeg  # the frame's own JPEG when it fits
+    # What an alert on a window with nothing new points at, after a worker (re)starts.
+    assert await writer.newest("cam") == (ids[-1], "t259")
+    assert await writer.newest("nobody") == ("", "")
 
 
 def test_a_snapshot_over_budget_is_shrunk_and_none_without_budget() -> None:

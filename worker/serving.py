@@ -163,6 +163,8 @@ class SourceServer:
         # found nothing new in is decided too: debounce counts consecutive windows, and a
         # person standing still is "nothing new" to say but still "a person is visible".
         # Its alert points at the last commentary, the newest description of that scene.
+        if outcome.status == "skipped" and not slot.last_history_id:  # a worker just started
+            slot.last_history_id, slot.last_text = await w.cycles.history.newest(slot.name)
         if outcome.status in ("finished", "skipped"):
             frames = [x.frame for x in r.window]
             await w.rules.after_commentary(

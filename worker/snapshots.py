@@ -63,6 +63,7 @@ class HistoryWriter:
     """Appends commentaries to a source's history, each with its snapshot."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, maxlen: int) -> None:
+        self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
         self._append = redis.register_script(_APPEND)
@@ -75,3 +76,12 @@ class HistoryWriter:
         keys = [self._keys.history(source), self._keys.snapshots(source)]
         raw_id = await self._append(keys=keys, args=[self._maxlen, snapshot, *pairs])
         return raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+
+    async def newest(self, source: str) -> tuple[str, str]:
+        """The newest history entry of `source`: its id and text ("", "" when there is none)."""
+        entries = await self._redis.xrevrange(self._keys.history(source), count=1)
+        if not entries:
+            return "", ""
+        raw_id, fields = entries[0]
+        text = fields.get(b"text", b"")
+        return raw_id.decode(), text.decode(errors="replace")
