@@ -54,6 +54,7 @@ class BatchedWriter:
     def __init__(self, engine: Any, decoder: BatchDecoder) -> None:
         self.engine = engine  # a loaded MiniCPMoEngine (its model, processor, single decoder)
         self.decoder = decoder
+        self.joined = 0  # requests admitted while others decoded, over every closed session
 
     def session(self) -> WriterSession:
         """A batch session over the slots (one at a time: it owns them while open)."""
@@ -201,3 +202,5 @@ class WriterSession(BatchSession):
         """A failed step or a closed session leaves no slot busy for the next session."""
         for slot in range(self.writer.decoder.slots):
             self.writer.decoder.release(slot)
+        self.writer.joined += self.batch.joined
+        self.batch.joined = 0  # counted once, however often close is called
