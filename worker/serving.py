@@ -74,7 +74,7 @@ class SourceServer:
         self.batched = BatchServing(self)
 
     def batch_limit(self) -> int:
-        """How many sources one round may run: MAX_BATCH, as far as the engine batches."""
+        """How many sources may decode together: MAX_BATCH, as far as the engine batches."""
         return max(1, min(self.w.settings.max_batch, self.w.runner.batch_capacity()))
 
     def room(self) -> int:
