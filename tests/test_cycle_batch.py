@@ -92,7 +92,14 @@ async def test_an_engine_failure_fails_every_source_left(
 async def test_a_batch_holds_the_engine_until_its_last_request_ends(
     redis_client: aioredis.Redis, settings: Settings, keys: Keys, runner: EngineRunner
 ) -> None:
-    runner.engine.delay = 0.1  # type: ignore[attr-defined]  # "a" still runs when "b" joins
+    gate = threading.Event()  # "a" runs until "b" has joined, however slow the machine
+
+    def script(request: EngineRequest) -> tuple[str, ...]:
+        if request.source == "a":
+            gate.wait(30)
+        return ("one ", "two.")
+
+    runner.engine.script = script  # type: ignore[attr-defined]
     cycles = CycleRunner(redis_client, keys, settings, runner, "w1")
     first, later = jobs("a"), jobs("b")
     batch = await runner.open_batch()
@@ -100,8 +107,13 @@ async def test_a_batch_holds_the_engine_until_its_last_request_ends(
     rules = asyncio.create_task(runner.judge(EngineRequest("a", [FRAME], "x"), ["a box"]))
     await until(runner.others_waiting, 5, "the rules pass waiting for the engine")
     joined = submit(cycles, batch, later, await announce(cycles, later))  # still taken in
+    gate.set()
     outcomes = [await follow(cycles, s) for s in running + joined]
     assert [o.status for o in outcomes] == ["finished", "finished"]
-    assert batch.closed and not rules.done()  # closed by its last end; the lock passes on
+    assert batch.closed  # closed by its last end; the lock passes on
     assert len(await asyncio.wait_for(rules, 10)) == 1
+    calls = runner.engine.calls  # type: ignore[attr-defined]
+    [judged] = [c for c in calls if "a box" in c.prompt]
+    cycle_ends = [c.ended for c in calls if c is not judged]
+    assert len(cycle_ends) == 2 and judged.started >= max(cycle_ends)  # it waited for both
     assert not runner.others_waiting()
