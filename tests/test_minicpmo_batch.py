@@ -1,10 +1,12 @@
 """MiniCPM-o's batched path (`MiniCPMoEngine.stream_batch`, MAX_BATCH > 1) on the model's own
 code (tiny checkpoint, CPU, greedy): each source's text while batched is the text it gets
-alone, a cancel stops only its own source, and a prompt too long for a slot still runs."""
+alone, a cancel stops only its own source, a prompt too long for a slot still runs, and a
+request submitted to a running session joins the decoding batch at its next step."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -100,3 +102,31 @@ def test_a_prompt_too_long_for_a_slot_runs_alone(
     got = texts(items, 2)
     assert got[0] and got[1] == solo[2]
     assert [(i.index, i.error) for i in items if i.chunk is None] == [(1, ""), (0, "")]
+
+
+def test_a_request_submitted_mid_decode_joins_the_running_batch(
+    batched: Any, requests: list[EngineRequest], solo: list[str]
+) -> None:
+    long = [dataclasses.replace(r, max_new_tokens=48) for r in requests[:2]]
+    session = batched.open_batch()
+    items: list[BatchItem] = []
+    try:
+        session.submit([(0, long[0], threading.Event()), (1, long[1], threading.Event())])
+        while not any(i.index == 0 and i.chunk for i in items):
+            items.extend(session.step())
+        session.submit([(2, requests[2], threading.Event())])  # due while 0 and 1 decode
+        while session.pending():
+            items.extend(session.step())
+        joined = session.joined()
+    finally:
+        session.close()
+    assert joined == 1  # admitted into the running batch, not after it
+    order = [(i.index, i.chunk is None) for i in items]
+    first_of_joiner = order.index((2, False))
+    assert first_of_joiner < order.index((0, True)) and first_of_joiner < order.index((1, True))
+    got = texts(items, 3)
+    assert got[2] == solo[2]  # the joiner says what it says alone
+    for index in (0, 1):  # the running ones go on as alone (over their first 16 tokens; the
+        # last characters may be a multi-byte character split at the token boundary)
+        same = os.path.commonprefix([got[index], solo[index]])
+        assert len(same) >= len(solo[index]) - 4 and len(got[index]) > len(solo[index])

@@ -1,23 +1,26 @@
-"""Several sources' commentary cycles through one batched engine call.
+"""Sources' commentary cycles through an engine batch session (runner_batch.py).
 
 Each source's cycle is what `CycleRunner.run` makes of it alone: `started`, its own chunks as
 the shared decode steps produce them (`first_chunk` with its own latency), then `finished`,
-`interrupted` (its `cancel` was set: only its own request leaves the batch) or `failed`, with
-its history entry — each source's end published as soon as that source ends, not when the
-whole batch does.
+`interrupted` (its `cancel` was set: only its own request leaves the batch), `skipped` (the
+engine declined it) or `failed`, with its history entry — each source's end published as
+soon as that source ends, not when the batch does. `start` announces the cycles of sources
+due together and submits their requests as one group; `follow` runs one source's cycle from
+its items to its end, whoever else is in the batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
 
 from worker.cycle import CycleRunner, Outcome, Status
 from worker.cycle_call import CallState
-from worker.engines.base import NothingNew, WindowFrame
+from worker.engines.base import WindowFrame
 from worker.runner import EngineFailure, EngineRunner
+from worker.runner_batch import BatchQueue, EngineBatch
 
 
 @dataclass(frozen=True)
@@ -31,52 +34,68 @@ class BatchJob:
     cancel: threading.Event
 
 
+@dataclass
+class Started:
+    """A job whose cycle is announced and whose request is in the batch."""
+
+    job: BatchJob
+    call: CallState
+    items: BatchQueue
+
+
+async def announce(cycles: CycleRunner, jobs: Sequence[BatchJob]) -> list[CallState]:
+    """Publish every job's `started` and record its open cycle."""
+    return [await cycles.start(j.source, j.frames, j.instruction, None) for j in jobs]
+
+
+def submit(
+    cycles: CycleRunner, batch: EngineBatch, jobs: Sequence[BatchJob], calls: list[CallState]
+) -> list[Started]:
+    """Submit the announced jobs to `batch` as one group (one vision pass where it batches)."""
+    requests = [cycles.request(c, j.frames, j.context) for c, j in zip(calls, jobs, strict=True)]
+    queues = batch.submit([(r, j.cancel) for r, j in zip(requests, jobs, strict=True)])
+    return [Started(j, c, q) for j, c, q in zip(jobs, calls, queues, strict=True)]
+
+
+async def follow(cycles: CycleRunner, started: Started) -> Outcome:
+    """Publish one source's chunks as they come and end its cycle with its request's end.
+
+    Leaving early (task cancelled) sets its cancel: its request leaves the batch."""
+    call, cancel = started.call, started.job.cancel
+    try:
+        while True:
+            item = await started.items.get()
+            if isinstance(item, EngineFailure):  # the whole batch failed
+                return await cycles.failed(call, str(item))
+            if item.chunk is not None:
+                if not cancel.is_set():  # cut off: nothing more goes out for it
+                    await cycles.publish(call, item.chunk)
+            elif item.error:
+                return await cycles.failed(call, item.error)
+            elif item.declined is not None and not call.parts:
+                return await cycles.declined(call, item.declined)
+            else:
+                ended: Status = "interrupted" if cancel.is_set() else "finished"
+                return await cycles.finish(call, ended)
+    except BaseException:
+        cancel.set()  # the engine drops its request at the next step
+        raise
+
+
+async def fail_all(cycles: CycleRunner, calls: list[CallState], error: str) -> list[Outcome]:
+    """End announced cycles whose batch could not be opened."""
+    return [await cycles.failed(call, error) for call in calls]
+
+
 async def run_batch(
     cycles: CycleRunner, runner: EngineRunner, jobs: Sequence[BatchJob]
 ) -> list[Outcome]:
-    """Run `jobs` as one engine batch and publish every source's cycle; outcomes in order."""
-    calls = [await cycles.start(j.source, j.frames, j.instruction, None) for j in jobs]
-    requests = [cycles.request(c, j.frames, j.context) for c, j in zip(calls, jobs, strict=True)]
-    cancels = [j.cancel for j in jobs]
-    outcomes: dict[int, Outcome] = {}
+    """Run `jobs` as one group in a batch session of their own, to their ends; outcomes in
+    order (tests and tools: the worker keeps its session open across sources instead)."""
+    calls = await announce(cycles, jobs)
     try:
-        async with aclosing(runner.stream_batch(requests, cancels)) as items:
-            async for item in items:
-                call, cancel = calls[item.index], cancels[item.index]
-                if item.chunk is not None:
-                    if not cancel.is_set():  # cut off: nothing more goes out for it
-                        await cycles.publish(call, item.chunk)
-                elif item.error:
-                    outcomes[item.index] = await cycles.failed(call, item.error)
-                else:
-                    ended: Status = "interrupted" if cancel.is_set() else "finished"
-                    outcomes[item.index] = await cycles.finish(call, ended)
-    except NothingNew as exc:  # engines without a batched path decline one request at a time
-        await _end_rest(cycles, calls, cancels, outcomes, declined=str(exc))
-    except EngineFailure as exc:  # the whole batch failed: every source not yet ended
-        await _end_rest(cycles, calls, cancels, outcomes, error=str(exc))
-    # The runner stops reading once every request is cancelled (worker stopping): the ends
-    # not seen by then are published here.
-    await _end_rest(cycles, calls, cancels, outcomes)
-    return [outcomes[index] for index in range(len(jobs))]
-
-
-async def _end_rest(
-    cycles: CycleRunner,
-    calls: list[CallState],
-    cancels: list[threading.Event],
-    outcomes: dict[int, Outcome],
-    error: str = "",
-    declined: str | None = None,
-) -> None:
-    """End every call that has no outcome yet: failed, declined, or as far as it got."""
-    for index, call in enumerate(calls):
-        if index in outcomes:
-            continue
-        if error:
-            outcomes[index] = await cycles.failed(call, error)
-        elif declined is not None and not call.parts:
-            outcomes[index] = await cycles.declined(call, declined)
-        else:
-            ended: Status = "interrupted" if cancels[index].is_set() else "finished"
-            outcomes[index] = await cycles.finish(call, ended)
+        batch = await runner.open_batch()
+    except EngineFailure as exc:
+        return await fail_all(cycles, calls, str(exc))
+    started = submit(cycles, batch, jobs, calls)
+    return list(await asyncio.gather(*(follow(cycles, s) for s in started)))

@@ -2,29 +2,29 @@
 
 There is one engine per worker and one GPU under it, so every model call (commentary or
 one-off answer) goes through `EngineRunner.stream`, which holds an asyncio lock for the
-whole call: two calls never overlap. `stream_batch` runs several sources' windows as one
-such call, on engines that batch. The lock is FIFO, so an ask that waits for the lock runs
-right after the current cycle (or batch), before the next one.
+whole call: two calls never overlap. `open_batch` holds it for a batch session
+(runner_batch.py) instead: sources' requests join and leave that session while it runs, and
+it lets the lock go once its last request has ended. The lock is FIFO, so an ask that waits
+for the lock runs right after the current cycle (or batch), before the next one; while
+someone waits (`others_waiting`), the worker stops adding sources to a running batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from worker.engines.base import BatchItem, Chunk, Engine, EngineInfo, EngineRequest, NothingNew
+from worker.engines.base import Chunk, Engine, EngineInfo, EngineRequest, NothingNew
+from worker.runner_batch import EngineBatch
+from worker.runner_batch import EngineFailure as EngineFailure  # every caller's import
 
 log = logging.getLogger(__name__)
-
-
-class EngineFailure(RuntimeError):
-    """The engine raised while streaming; the message names the original error."""
-
 
 _Item = TypeVar("_Item")
 
@@ -41,6 +41,7 @@ class EngineRunner:
         self.engine = engine
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._lock = asyncio.Lock()
+        self._waiting = 0  # callers waiting for the lock
         self.info = EngineInfo(engine=engine.name)
 
     async def load(self) -> EngineInfo:
@@ -57,19 +58,49 @@ class EngineRunner:
         Leaving the iteration early (break, exception, task cancellation) sets `cancel` and
         waits for the thread to let go of the engine, so the next call starts on an idle one.
         """
-        async with self._lock:
+        async with self._turn():
             async for chunk in self._pump(lambda: self.engine.stream(request, cancel), [cancel]):
                 yield chunk
 
-    async def stream_batch(
-        self, requests: Sequence[EngineRequest], cancels: Sequence[threading.Event]
-    ) -> AsyncGenerator[BatchItem, None]:
-        """The engine's `stream_batch` (chunks tagged with their request's index, and each
-        request's end), under the same lock; leaving early cancels every request."""
-        async with self._lock:
-            produce = lambda: self.engine.stream_batch(requests, cancels)  # noqa: E731
-            async for item in self._pump(produce, cancels):
-                yield item
+    async def open_batch(self) -> EngineBatch:
+        """A batch session on the engine, holding the lock until its last request has ended
+        (runner_batch.py); EngineFailure if the engine cannot open one."""
+        async with self._waited():
+            await self._lock.acquire()
+        loop = asyncio.get_running_loop()
+        try:
+            session = await loop.run_in_executor(self._executor, self.engine.open_batch)
+        except BaseException as exc:
+            self._lock.release()
+            if isinstance(exc, Exception):
+                raise EngineFailure(f"{type(exc).__name__}: {exc}") from exc
+            raise
+        batch = EngineBatch(session, loop)
+        running = loop.run_in_executor(self._executor, batch.work)
+        running.add_done_callback(lambda _: self._lock.release())
+        return batch
+
+    def others_waiting(self) -> bool:
+        """Whether a model call waits for the lock (a running batch should stop growing)."""
+        return self._waiting > 0
+
+    @contextlib.asynccontextmanager
+    async def _waited(self) -> AsyncIterator[None]:
+        self._waiting += 1
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The lock, for one model call (counted while waiting for it)."""
+        async with self._waited():
+            await self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     async def _pump(
         self, produce: Callable[[], Iterator[_Item]], cancels: Sequence[threading.Event]
@@ -122,7 +153,7 @@ class EngineRunner:
     async def judge(self, request: EngineRequest, conditions: Sequence[str]) -> list[bool | None]:
         """The engine's yes/no on each condition for `request`'s frames, in its thread, under
         the same lock as every model call (EngineFailure if the engine raises)."""
-        async with self._lock:
+        async with self._turn():
             loop = asyncio.get_running_loop()
             try:
                 return await loop.run_in_executor(
@@ -134,7 +165,7 @@ class EngineRunner:
     async def swap(self, engine: Engine) -> EngineInfo:
         """Load `engine` and serve with it from now on, the old one closed; once the call in
         flight has ended (the lock). If the load fails the old engine stays, and it raises."""
-        async with self._lock:
+        async with self._turn():
             loop = asyncio.get_running_loop()
             try:
                 info = await loop.run_in_executor(self._executor, engine.load)
@@ -146,7 +177,7 @@ class EngineRunner:
             return info
 
     def batch_capacity(self) -> int:
-        """How many windows the engine runs as one batch (1: one at a time)."""
+        """How many windows the engine decodes together (1: one at a time)."""
         return self.engine.batch_capacity()
 
     def engine_info(self) -> EngineInfo:

@@ -1,11 +1,11 @@
 """Per-source commentary state and the fair choice of which source runs next.
 
 The worker has one engine, so cycles of its sources run one after another, or, with an
-engine that batches (MAX_BATCH > 1), up to MAX_BATCH ready sources together. A source is
+engine that batches (MAX_BATCH > 1), up to MAX_BATCH sources in one running batch. A source is
 ready when its INFERENCE_INTERVAL since the last cycle has passed and a new sample has been
-taken since then, or at once when its instruction just changed. Among ready sources the
-one served longest ago goes first (round-robin); a source without new frames is never ready
-and costs nothing.
+taken since then, or at once when its instruction just changed; never while its own cycle
+(or the work after it) runs. Among ready sources the one served longest ago goes first
+(round-robin); a source without new frames is never ready and costs nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class SourceSlot:
     last_history_id: str = ""
     cancel: threading.Event | None = None  # set to cut off the cycle running for this source
     cancel_reason: str = ""
+    busy: bool = False  # its cycle or its after-cycle work runs in the batch (never picked)
 
     def has_new_sample(self) -> bool:
         return self.buffer.newest_seq > self.judged_seq
@@ -113,6 +114,8 @@ class Scheduler:
             slot.cancel.set()
 
     def ready(self, slot: SourceSlot, now: float) -> bool:
+        if slot.busy:
+            return False
         if slot.force:
             return slot.buffer.newest_seq >= 0
         # Due, and a sample taken since it became due: the window ends at a fresh frame, so
@@ -136,7 +139,7 @@ class Scheduler:
         return any(
             s.buffer.newest_seq >= 0 and s.next_due <= deadline
             for s in self.slots.values()
-            if s.name not in names
+            if s.name not in names and not s.busy
         )
 
     def seconds_to_next_due(self) -> float | None:
@@ -145,6 +148,6 @@ class Scheduler:
         waits = [
             max(0.0, s.next_due - now)
             for s in self.slots.values()
-            if s.has_new_sample() and s.next_due <= s.buffer.newest_arrival
+            if s.has_new_sample() and s.next_due <= s.buffer.newest_arrival and not s.busy
         ]
         return min(waits) if waits else None

@@ -3,8 +3,9 @@
 `run_worker(settings, engine, stop=...)` runs it in-process (tests inject a scripted engine);
 `lookout worker` runs it as a process with the engine named by ENGINE. Concurrent tasks:
 lease keeping, heartbeat, frame reading, the control subscription, arq's ask worker and the
-commentary loop. Only the last two call the engine, through one FIFO lock (runner.py); each
-round of the commentary loop (serving.py) runs one due source, or several as one batch.
+commentary loop. Only the last two call the engine, through one FIFO lock (runner.py); the
+commentary loop (serving.py) runs one due source at a time, or, where the engine batches,
+adds due sources to the running batch as slots free up (serving_batch.py).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class CommentaryWorker:
 
     @property
     def serving(self) -> list[SourceSlot]:
-        """The sources whose cycles run now (one, or a batch)."""
+        """The sources whose cycles run now (one, or those in the running batch)."""
         return self.server.serving
 
     # --- what the lease keeper calls ---
@@ -148,21 +149,25 @@ class CommentaryWorker:
     # --- the commentary loop ---
     async def _commentary_loop(self, stop: asyncio.Event) -> None:
         backoff = Backoff(0.2, 5.0)
-        while not stop.is_set():
-            self.scheduler.wake.clear()
-            slots = await self.server.choose()
-            if not slots:
-                timeout = self.scheduler.seconds_to_next_due()
-                await wait_for(self.scheduler.wake, 1.0 if timeout is None else max(timeout, 0.01))
-                continue
-            try:
-                await self.server.serve(slots)
-                backoff.reset()
-            except REDIS_ERRORS as exc:
-                delay = backoff.next()
-                names = ", ".join(slot.name for slot in slots)
-                log.warning("cycle of %s lost Redis (%s); retrying in %.1fs", names, exc, delay)
-                await wait_for(stop, delay)
+        try:
+            while not stop.is_set():
+                self.scheduler.wake.clear()
+                slots = await self.server.choose()
+                if not slots:
+                    await wait_for(self.scheduler.wake, self.server.next_wait())
+                    continue
+                try:
+                    await self.server.serve(slots)
+                    backoff.reset()
+                except REDIS_ERRORS as exc:
+                    delay = backoff.next()
+                    names = ", ".join(slot.name for slot in slots)
+                    log.warning("cycle of %s lost Redis (%s); retrying in %.1fs", names, exc, delay)
+                    await wait_for(stop, delay)
+        except asyncio.CancelledError:
+            self.server.batched.cancel()  # an abrupt stop: the batch's cycles are abandoned
+            raise
+        await self.server.batched.drain()  # stopping: the cycles in the batch end first
 
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         period = min(self.settings.heartbeat_ttl, self.settings.lease_ttl) / 3

@@ -1,18 +1,27 @@
-"""One round of the commentary loop: the due sources' cycles, alone or as one batch.
+"""The commentary loop's serving: the due sources' cycles, alone or in the running batch.
 
 For each chosen source: read its state (a removed source is dropped, a missed instruction
 applied), take its window, skip it when the scene barely changed, renew its lease; then run
-the cycles — one source through `CycleRunner.run`, several through one batched engine call
-(`cycle_batch`) — and afterwards, per source: keep its commentary as context, decide its
-watch rules, count it, and set when it is due next. Steering cancels only the source whose
-instruction changed (its slot's `cancel`), wherever it runs.
+its cycle and afterwards keep its commentary as context, decide its watch rules, count it,
+and set when it is due next (`after`). Steering cancels only the source whose instruction
+changed (its slot's `cancel`), wherever it runs.
 
-When to batch (MAX_BATCH, BATCH_WAIT): a round takes every ready source up to MAX_BATCH at
-once and starts at once — at a few sequences a decode step costs about what one sequence's
-does, but a wait is paid in full by every source already due. With BATCH_WAIT > 0 a round
-that is not full waits up to that long for another held source about to become due (worth
-it where sources' intervals are nearly aligned and first-chunk latency matters less than
-throughput). Sources that become due while a batch runs go in the next round.
+One at a time (MAX_BATCH 1, or an engine that does not batch): `serve` runs the chosen
+source's cycle through `CycleRunner.run` and its after-cycle work, and returns. Batched
+(serving_batch.py): `serve` puts the chosen sources into the engine batch that runs (or
+opens one) and returns at once; each source's after-cycle work follows its own end, and the
+loop picks newly due sources while others decode, as long as fewer than MAX_BATCH run
+(continuous batching). A batch stops taking sources while another model call (an ask, a
+rules pass, a model switch) waits for the engine: it drains, the call runs, then a new one
+opens.
+
+When to start a batch (BATCH_WAIT): with nothing running, the ready sources up to MAX_BATCH
+start at once — at a few sequences a decode step costs about what one sequence's does, but a
+wait is paid in full by every source already due. With BATCH_WAIT > 0 a new batch that is not
+full waits up to that long for another held source about to become due, so that they share
+one vision pass and one prefill (worth it where sources' intervals are nearly aligned and
+first-chunk latency matters less than throughput). A source due while a batch runs joins it
+at once.
 """
 
 from __future__ import annotations
@@ -27,8 +36,8 @@ from typing import TYPE_CHECKING
 
 from worker import status
 from worker.cycle import Outcome
-from worker.cycle_batch import BatchJob, run_batch
 from worker.scheduler import SourceSlot, bounded_context
+from worker.serving_batch import BatchServing
 from worker.windows import Sample
 
 if TYPE_CHECKING:
@@ -45,7 +54,7 @@ async def wait_for(event: asyncio.Event, seconds: float) -> bool:
 
 
 @dataclass
-class _Ready:
+class Ready:
     """A source about to run: its window and what its cycle starts from."""
 
     slot: SourceSlot
@@ -62,61 +71,68 @@ class SourceServer:
         self.w = worker
         self.serving: list[SourceSlot] = []
         self.cycle_count = 0
+        self.batched = BatchServing(self)
 
     def batch_limit(self) -> int:
-        """How many sources one round may run: MAX_BATCH, as far as the engine batches."""
+        """How many sources may decode together: MAX_BATCH, as far as the engine batches."""
         return max(1, min(self.w.settings.max_batch, self.w.runner.batch_capacity()))
 
+    def room(self) -> int:
+        """How many more sources may start now (0 while a waiting model call drains the
+        running batch)."""
+        if self.serving and self.w.runner.others_waiting():
+            return 0
+        return self.batch_limit() - len(self.serving)
+
+    def next_wait(self) -> float:
+        """How long the loop may sleep when nothing was chosen (a wake cuts it short)."""
+        if self.room() <= 0:
+            return 1.0  # a source ending sets the wake
+        timeout = self.w.scheduler.seconds_to_next_due()
+        return 1.0 if timeout is None else max(timeout, 0.01)
+
     async def choose(self) -> list[SourceSlot]:
-        """The ready sources of the next round (BATCH_WAIT: wait a little for more)."""
-        scheduler, limit = self.w.scheduler, self.batch_limit()
-        chosen = scheduler.pick_batch(limit)
+        """The ready sources to start now (BATCH_WAIT: a new batch waits a little for more)."""
+        scheduler, room = self.w.scheduler, self.room()
+        if room <= 0:
+            return []
+        chosen = scheduler.pick_batch(room)
         wait = self.w.settings.batch_wait
-        if not chosen or limit == 1 or wait <= 0:
+        if not chosen or self.serving or room == 1 or wait <= 0:
             return chosen
         deadline = time.monotonic() + wait
-        while len(chosen) < limit and scheduler.due_before(deadline, chosen):
+        while len(chosen) < room and scheduler.due_before(deadline, chosen):
             left = deadline - time.monotonic()
             if left <= 0:
                 break
             scheduler.wake.clear()
             await wait_for(scheduler.wake, left)
-            chosen = scheduler.pick_batch(limit)
+            chosen = scheduler.pick_batch(room)
         return chosen
 
     async def serve(self, slots: list[SourceSlot]) -> None:
-        """Run one round over `slots` (see the module doc)."""
+        """Start `slots`' cycles: to their ends one at a time, or into the running batch."""
         ready = [r for slot in slots if (r := await self._ready(slot)) is not None]
         if not ready:
             return
-        self.serving = [r.slot for r in ready]
+        if self.batch_limit() > 1:
+            await self.batched.join(ready)
+            return
+        for r in ready:  # one (room() is 1), unless a model switch just ended batching
+            await self._alone(r)
+
+    async def _alone(self, r: Ready) -> None:
+        w, slot = self.w, r.slot
+        self.serving.append(slot)
         try:
-            outcomes = await self._run(ready)
-        finally:
-            for r in ready:
-                r.slot.cancel = None
-            self.serving = []
-        for r, outcome in zip(ready, outcomes, strict=True):
-            await self._after(r, outcome)
-
-    async def _run(self, ready: list[_Ready]) -> list[Outcome]:
-        w = self.w
-        if len(ready) == 1:
-            r = ready[0]
             frames = [s.frame for s in r.window]
-            slot = r.slot
-            return [await w.cycles.run(slot.name, frames, slot.instruction, r.context, r.cancel)]
-        names = ", ".join(r.slot.name for r in ready)
-        log.info("%s: one batch of %d sources: %s", w.worker_id, len(ready), names)
-        jobs = [
-            BatchJob(
-                r.slot.name, [s.frame for s in r.window], r.slot.instruction, r.context, r.cancel
-            )
-            for r in ready
-        ]
-        return await run_batch(w.cycles, w.runner, jobs)
+            outcome = await w.cycles.run(slot.name, frames, slot.instruction, r.context, r.cancel)
+        finally:
+            slot.cancel = None
+            self.serving.remove(slot)
+        await self.after(r, outcome)
 
-    async def _ready(self, slot: SourceSlot) -> _Ready | None:
+    async def _ready(self, slot: SourceSlot) -> Ready | None:
         """Everything before a source's cycle; None where it does not run this round."""
         w, s = self.w, self.w.settings
         slot.last_served = time.monotonic()
@@ -144,9 +160,9 @@ class SourceServer:
             bounded_context(slot.context, s.context_max_chars) if s.context_commentaries else []
         )
         # An instruction that changes meanwhile clears the context for good: `rev` tells.
-        return _Ready(slot, window, context, slot.rev, cancel)
+        return Ready(slot, window, context, slot.rev, cancel)
 
-    async def _after(self, r: _Ready, outcome: Outcome) -> None:
+    async def after(self, r: Ready, outcome: Outcome) -> None:
         """Everything after a source's cycle: context, rules, counts, when it is due next."""
         w, s, slot = self.w, self.w.settings, r.slot
         self.cycle_count += 1

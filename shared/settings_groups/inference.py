@@ -140,14 +140,14 @@ class InferenceSettings:
     )
     max_batch: int = var(
         1,
-        "minicpmo engine: most due sources whose windows run as one batch (1: one at a time)",
+        "minicpmo engine: most sources decoded together in the running batch (1: one at a time)",
         "inference",
         lo=1,
         hi=64,
     )
     batch_wait: float = var(
         0.0,
-        "Seconds a batch waits for another held source about to become due (0: start now)",
+        "Seconds a new batch waits for another held source about to become due (0: start now)",
         "inference",
         lo=0,
         hi=10,

@@ -11,12 +11,15 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from shared.messages import PCM_RATE
+
+if TYPE_CHECKING:
+    from worker.engines.batch_session import BatchSession
 
 PCM_SAMPLE_RATE = PCM_RATE  # every engine's speech leaves as 48 kHz mono s16le
 
@@ -72,6 +75,7 @@ class BatchItem:
     index: int
     chunk: Chunk | None = None
     error: str = ""  # set on an end: the request failed with this message
+    declined: str | None = None  # set on an end: the engine raised NothingNew (the reason)
 
 
 class NothingNew(Exception):
@@ -98,21 +102,32 @@ class Engine(ABC):
         """Yield chunks for `request`; stop early, between chunks, once `cancel` is set."""
 
     def batch_capacity(self) -> int:
-        """How many windows `stream_batch` runs together (1: no batched path)."""
+        """How many windows a batch session decodes together (1: no batched path)."""
         return 1
+
+    def open_batch(self) -> BatchSession:
+        """A batch session: requests submitted while it runs join it, each ends on its own.
+
+        The default runs them one after another (`SequentialSession`); an engine with a
+        batched path overrides it (and `batch_capacity`). Called in the engine's thread.
+        """
+        from worker.engines.batch_session import SequentialSession
+
+        return SequentialSession(self)
 
     def stream_batch(
         self, requests: Sequence[EngineRequest], cancels: Sequence[threading.Event]
     ) -> Iterator[BatchItem]:
-        """Chunks of several requests, each tagged with its index, and each request's end.
-
-        The default runs them one after another; an engine with a batched path overrides it
-        (and `batch_capacity`). A request's `cancel` stops only that request.
-        """
-        for index, (request, cancel) in enumerate(zip(requests, cancels, strict=True)):
-            for chunk in self.stream(request, cancel):
-                yield BatchItem(index, chunk)
-            yield BatchItem(index)
+        """Chunks of several requests, each tagged with its index, and each request's end:
+        the requests submitted together to one `open_batch` session, run to their ends. A
+        request's `cancel` stops only that request."""
+        session = self.open_batch()
+        try:
+            session.submit(list(zip(range(len(requests)), requests, cancels, strict=True)))
+            while session.pending():
+                yield from session.step()
+        finally:
+            session.close()
 
     def info(self) -> EngineInfo:
         """Current status (VRAM and such may change after load)."""

@@ -80,6 +80,7 @@ class ContinuousBatch:
         self.in_flight: deque[tuple[int, list[tuple[int, _Busy]]]] = deque()
         self.launched = 0
         self.steps = 0  # steps run since start (for tests and the bench)
+        self.joined = 0  # requests admitted while other slots were decoding
 
     def submit(self, request: BatchRequest) -> None:
         """Queue a request (any thread); it joins at the loop's next iteration."""
@@ -90,7 +91,10 @@ class ContinuousBatch:
 
     def iterate(self) -> None:
         """One loop iteration (see the module doc)."""
+        running = set(self.busy)
         self._admit()
+        if running:
+            self.joined += len(self.busy.keys() - running)
         for slot, busy in list(self.busy.items()):
             if busy.request.cancel.is_set():
                 self._leave(slot)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from shared.settings import Settings
 from worker.engines.base import (
-    BatchItem,
     Chunk,
     Engine,
     EngineError,
@@ -41,6 +40,9 @@ from worker.engines.minicpmo_preflight import (
     vram_needed,
 )
 from worker.engines.transformers_engine import frames_to_pil, vram_fields
+
+if TYPE_CHECKING:
+    from worker.engines.batch_session import BatchSession
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +201,15 @@ class MiniCPMoEngine(Engine):
     def batch_capacity(self) -> int:
         return int(self.batched.decoder.slots) if self.batched is not None else 1
 
-    def stream_batch(
-        self, requests: Sequence[EngineRequest], cancels: Sequence[threading.Event]
-    ) -> Iterator[BatchItem]:
+    def open_batch(self) -> BatchSession:
+        """The slots' session where batching applies (never with speech: `batched` is None
+        then), else requests one after another."""
         if self.model is None:
             raise EngineError("engine not loaded: call load() first")
-        if self.batched is None or any(r.speak and self.speech for r in requests):
-            yield from super().stream_batch(requests, cancels)
-            return
-        yield from self.batched.stream(requests, cancels)
+        if self.batched is None:
+            return super().open_batch()
+        session: BatchSession = self.batched.session()
+        return session
 
     def _prefill_mode(self) -> str:
         prefiller = self.decoder.prefiller if self.decoder else None

@@ -1,24 +1,29 @@
 """MiniCPM-o's batched text path: several sources' windows decoded as one batch.
 
-`BatchedWriter.stream` takes the windows of the sources due together and:
+`BatchedWriter.session()` opens a `WriterSession` (a `BatchSession`, see batch_session.py).
+The requests submitted together (the sources due at once) are, at the session's next step:
 
-1. makes every prompt's inputs, then runs ONE vision pass over all their frames (SigLIP and
-   the resampler over every source's frames at once) and merges each source's vision tokens
-   into its own prompt embeddings;
-2. prefills all the prompts into per-source slots of a `BatchDecoder` by one forward of
-   the LLM (`fast_decode_batch_prefill`): the weights are read once for every source;
-3. decodes all slots together (`ContinuousBatch`): one step serves every source, a source
-   whose `cancel` is set leaves before the next step, a finished one frees its slot.
+1. made into prompt inputs, then run through ONE vision pass over all their frames (SigLIP
+   and the resampler over every source's frames at once), each source's vision tokens
+   merged into its own prompt embeddings;
+2. prefilled into per-source slots of a `BatchDecoder` by one forward of the LLM
+   (`fast_decode_batch_prefill`): the weights are read once for every source;
+3. decoded with every other busy slot (`ContinuousBatch`): one step serves every source; a
+   source whose `cancel` is set leaves before the next step, a finished one frees its slot,
+   and requests submitted while others decode join at the next step (continuous batching).
 
 Each source's token ids become text chunks on their own `TextAssembler`, handed out tagged
-with the source's index as they come. A prompt whose answer cannot fit a slot runs alone
-afterwards on the single decoder (or generate()), as `MiniCPMoEngine.stream` would run it.
+with the source's key as they come. A prompt whose answer cannot fit a slot runs alone on the
+single decoder (or generate()), as `MiniCPMoEngine.stream` would run it, once the slots have
+drained: it shares the single decoder's prefill cache with admissions, so nothing joins while
+it waits or runs.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +31,7 @@ from typing import Any
 import torch
 
 from worker.engines.base import BatchItem, Chunk, EngineRequest, compose_prompt
+from worker.engines.batch_session import BatchSession, Entry
 from worker.engines.fast_decode_batch import BatchDecoder
 from worker.engines.fast_decode_batch_loop import _END, BatchRequest, ContinuousBatch
 from worker.engines.fast_decode_params import SamplingParams
@@ -36,7 +42,7 @@ from worker.engines.fast_decode_stream import TextAssembler, text_chunks
 class _Source:
     """One request in the batch: its ids in, its text out."""
 
-    index: int
+    key: int
     request: BatchRequest
     assembler: TextAssembler
     stopped: bool = False  # a stop id came: the rest of its ids are ignored
@@ -48,34 +54,11 @@ class BatchedWriter:
     def __init__(self, engine: Any, decoder: BatchDecoder) -> None:
         self.engine = engine  # a loaded MiniCPMoEngine (its model, processor, single decoder)
         self.decoder = decoder
+        self.joined = 0  # requests admitted while others decoded, over every closed session
 
-    def stream(
-        self, requests: Sequence[EngineRequest], cancels: Sequence[threading.Event]
-    ) -> Iterator[BatchItem]:
-        """Chunks of every request as the shared decode steps produce them, then each end."""
-        embeds = self.embeddings(requests)
-        batch = ContinuousBatch(self.decoder, joint=True)
-        sources: list[_Source] = []
-        alone: list[int] = []
-        for index, (request, cancel) in enumerate(zip(requests, cancels, strict=True)):
-            if int(embeds[index].shape[1]) + request.max_new_tokens > self.decoder.max_len:
-                alone.append(index)
-                continue
-            sources.append(self._submit(batch, index, request, cancel, embeds[index]))
-        try:
-            while sources:
-                if not batch.idle():
-                    batch.iterate()
-                for source in list(sources):
-                    for item in self._drain(source, cancels[source.index]):
-                        yield item
-                        if item.chunk is None:
-                            sources.remove(source)
-        finally:  # a failed step or a closed stream leaves no slot busy for the next batch
-            for slot in range(self.decoder.slots):
-                self.decoder.release(slot)
-        for index in alone:
-            yield from self._alone(index, requests[index], cancels[index], embeds[index])
+    def session(self) -> WriterSession:
+        """A batch session over the slots (one at a time: it owns them while open)."""
+        return WriterSession(self)
 
     def embeddings(self, requests: Sequence[EngineRequest]) -> list[torch.Tensor]:
         """Each request's prompt embeddings [1, L, hidden], the vision encoder run once."""
@@ -103,7 +86,7 @@ class BatchedWriter:
     def _submit(
         self,
         batch: ContinuousBatch,
-        index: int,
+        key: int,
         request: EngineRequest,
         cancel: threading.Event,
         embeds: torch.Tensor,
@@ -112,11 +95,11 @@ class BatchedWriter:
         wanted = BatchRequest(lambda: embeds, request.max_new_tokens, stop_ids, cancel=cancel)
         batch.submit(wanted)
         tokenizer = self.engine.processor.tokenizer
-        return _Source(index, wanted, TextAssembler(tokenizer))
+        return _Source(key, wanted, TextAssembler(tokenizer))
 
-    def _drain(self, source: _Source, cancel: threading.Event) -> Iterator[BatchItem]:
+    def _drain(self, source: _Source) -> Iterator[BatchItem]:
         """The chunks of the ids `source` has received so far; its end once the loop ends it."""
-        request = source.request
+        request, cancel = source.request, source.request.cancel
         while True:
             try:
                 token = request.ids.get_nowait()
@@ -131,15 +114,15 @@ class BatchedWriter:
                 continue
             piece = source.assembler.add(token)
             if piece is not None:
-                yield BatchItem(source.index, Chunk(text=piece[0], tokens=piece[1]))
+                yield BatchItem(source.key, Chunk(text=piece[0], tokens=piece[1]))
         rest = source.assembler.flush()
         if rest is not None and not cancel.is_set() and request.error is None:
-            yield BatchItem(source.index, Chunk(text=rest[0], tokens=rest[1]))
+            yield BatchItem(source.key, Chunk(text=rest[0], tokens=rest[1]))
         error = request.error
-        yield BatchItem(source.index, error=f"{type(error).__name__}: {error}" if error else "")
+        yield BatchItem(source.key, error=f"{type(error).__name__}: {error}" if error else "")
 
     def _alone(
-        self, index: int, request: EngineRequest, cancel: threading.Event, embeds: torch.Tensor
+        self, key: int, request: EngineRequest, cancel: threading.Event, embeds: torch.Tensor
     ) -> Iterator[BatchItem]:
         """A request too long for a slot, the way `MiniCPMoEngine.stream` runs one."""
         from worker.engines import minicpmo_text as text
@@ -157,5 +140,67 @@ class BatchedWriter:
         )
         tokenizer = engine.processor.tokenizer
         for chunk in text_chunks(ids, tokenizer, engine.stop_ids, cancel):
-            yield BatchItem(index, chunk)
-        yield BatchItem(index)
+            yield BatchItem(key, chunk)
+        yield BatchItem(key)
+
+
+class WriterSession(BatchSession):
+    """A `BatchSession` over a `BatchedWriter`'s slots (see the module doc)."""
+
+    def __init__(self, writer: BatchedWriter) -> None:
+        self.writer = writer
+        self.batch = ContinuousBatch(writer.decoder, joint=True)
+        self.incoming: queue.Queue[list[Entry]] = queue.Queue()  # groups due together
+        self.sources: list[_Source] = []
+        self.alone: deque[tuple[int, EngineRequest, threading.Event, torch.Tensor]] = deque()
+
+    def joined(self) -> int:
+        return self.batch.joined
+
+    def submit(self, entries: Sequence[Entry]) -> None:
+        self.incoming.put(list(entries))
+
+    def pending(self) -> bool:
+        return bool(self.sources or self.alone) or not self.incoming.empty()
+
+    def step(self) -> Iterator[BatchItem]:
+        # A long prompt waits for the slots to drain: nothing joins meanwhile.
+        while not self.alone and not self.incoming.empty():
+            yield from self._take(self.incoming.get_nowait())
+        if not self.batch.idle():
+            self.batch.iterate()
+        for source in list(self.sources):
+            for item in self.writer._drain(source):
+                yield item
+                if item.chunk is None:
+                    self.sources.remove(source)
+        if self.alone and not self.sources:
+            yield from self.writer._alone(*self.alone.popleft())
+
+    def _take(self, group: list[Entry]) -> Iterator[BatchItem]:
+        """Admit a group due together: one vision pass over all its frames, then its
+        requests wait for the loop's next iteration (prefilled together where they can)."""
+        live = [(key, r, c) for key, r, c in group if not c.is_set()]
+        for key, _, cancel in group:
+            if cancel.is_set():
+                yield BatchItem(key)  # cut off before it started
+        if not live:
+            return
+        try:
+            embeds = self.writer.embeddings([r for _, r, _ in live])
+        except Exception as exc:  # noqa: BLE001 (this group's failure only)
+            for key, _, _ in live:
+                yield BatchItem(key, error=f"{type(exc).__name__}: {exc}")
+            return
+        for (key, request, cancel), made in zip(live, embeds, strict=True):
+            if int(made.shape[1]) + request.max_new_tokens > self.writer.decoder.max_len:
+                self.alone.append((key, request, cancel, made))
+                continue
+            self.sources.append(self.writer._submit(self.batch, key, request, cancel, made))
+
+    def close(self) -> None:
+        """A failed step or a closed session leaves no slot busy for the next session."""
+        for slot in range(self.writer.decoder.slots):
+            self.writer.decoder.release(slot)
+        self.writer.joined += self.batch.joined
+        self.batch.joined = 0  # counted once, however often close is called
