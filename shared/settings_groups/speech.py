@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from shared.settings_groups import var
 
-OPENAI_SPEECH = ("local", "server", "off")  # see worker/engines/openai_engine.py
+OPENAI_SPEECH = ("local", "server", "endpoint", "off")  # see worker/engines/openai_engine.py
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,41 @@ class SpeechSettings:
     openai_speech: str = var(
         "local",
         "openai engine with ENABLE_TTS: `server` asks the server for audio (falls back to local), "
-        "`local` speaks the text with espeak-ng, `off` stays silent",
+        "`endpoint` sends each sentence to OPENAI_SPEECH_URL (falls back to local, or silence "
+        "without espeak-ng), `local` speaks the text with espeak-ng, `off` stays silent",
         "speech",
         choices=OPENAI_SPEECH,
+    )
+    openai_speech_url: str = var(
+        "",
+        "OPENAI_SPEECH=endpoint: the OpenAI-style TTS endpoint (`POST`, answers WAV) "
+        "(empty: OPENAI_BASE_URL + /audio/speech)",
+        "speech",
+    )
+    openai_speech_model: str = var(
+        "tts-1", "OPENAI_SPEECH=endpoint: the `model` sent to the TTS endpoint", "speech"
+    )
+    openai_speech_voice: str = var(
+        "alloy", "OPENAI_SPEECH=endpoint: the `voice` sent to the TTS endpoint", "speech"
+    )
+    openai_speech_api_key: str = var(
+        "",
+        "OPENAI_SPEECH=endpoint: API key for the TTS endpoint (empty: OPENAI_API_KEY); never logged",
+        "speech",
+        secret=True,
+    )
+    openai_speech_timeout: float = var(
+        10.0,
+        "OPENAI_SPEECH=endpoint: seconds one sentence may take, answer and audio, before the "
+        "cycle falls back",
+        "speech",
+        lo=0.5,
+        hi=600,
+    )
+    openai_speech_max_bytes: int = var(
+        8_000_000,
+        "OPENAI_SPEECH=endpoint: largest audio answer for one sentence (bytes); bigger is refused",
+        "speech",
+        lo=65_536,
+        hi=512_000_000,
     )
