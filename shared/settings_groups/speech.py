@@ -37,33 +37,34 @@ class SpeechSettings:
     )
     openai_speech_url: str = var(
         "",
-        "OPENAI_SPEECH=endpoint: the OpenAI-style TTS endpoint (`POST`, answers WAV) "
-        "(empty: OPENAI_BASE_URL + /audio/speech)",
+        "TTS endpoint (OPENAI_SPEECH=endpoint): its URL, OpenAI's `POST /audio/speech` answering "
+        "WAV (empty: OPENAI_BASE_URL + /audio/speech)",
         "speech",
     )
     openai_speech_model: str = var(
-        "tts-1", "OPENAI_SPEECH=endpoint: the `model` sent to the TTS endpoint", "speech"
+        "tts-1", "TTS endpoint (OPENAI_SPEECH=endpoint): the `model` it is sent", "speech"
     )
     openai_speech_voice: str = var(
-        "alloy", "OPENAI_SPEECH=endpoint: the `voice` sent to the TTS endpoint", "speech"
+        "alloy", "TTS endpoint (OPENAI_SPEECH=endpoint): the `voice` it is sent", "speech"
     )
     openai_speech_api_key: str = var(
         "",
-        "OPENAI_SPEECH=endpoint: API key for the TTS endpoint (empty: OPENAI_API_KEY); never logged",
+        "TTS endpoint (OPENAI_SPEECH=endpoint): its API key (empty: OPENAI_API_KEY); never logged",
         "speech",
         secret=True,
     )
     openai_speech_timeout: float = var(
         10.0,
-        "OPENAI_SPEECH=endpoint: seconds one sentence may take, answer and audio, before the "
-        "cycle falls back",
+        "TTS endpoint (OPENAI_SPEECH=endpoint): seconds one sentence may take, answer and audio, "
+        "before the cycle falls back",
         "speech",
         lo=0.5,
         hi=600,
     )
     openai_speech_max_bytes: int = var(
         8_000_000,
-        "OPENAI_SPEECH=endpoint: largest audio answer for one sentence (bytes); bigger is refused",
+        "TTS endpoint (OPENAI_SPEECH=endpoint): largest audio answer for one sentence (bytes); "
+        "bigger is refused",
         "speech",
         lo=65_536,
         hi=512_000_000,
