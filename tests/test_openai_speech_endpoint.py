@@ -4,24 +4,33 @@ process speaking OpenAI's `/v1/audio/speech`, synthesising with espeak-ng): no r
 can be installed here. What is checked: 48 kHz speech per sentence, in order; a failing
 endpoint keeps the text and falls back (espeak-ng, or silence without it); oversize and
 non-audio answers refused with a clear log; a cancel stops a sentence being spoken; no key in
-any log."""
+any log; and a real worker process publishing each sentence's 48 kHz speech on the bus."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 
+from shared.bus import Subscription
+from shared.keys import Keys
+from shared.messages import AudioChunk
 from shared.settings import Settings, SettingsError
 from shared.settings_env import load_settings
+from shared.sources import SourceRegistry
 from tests.openai_server import MODEL_A, OPENAI_TEST_KEY, ServeProcess
 from tests.test_openai_engine import window
+from tests.test_openai_worker import worker_env, workers
 from tests.tts_standin import TtsStandIn
+from tests.worker_support import Feeder, Recorder, background, scene, subscribed
 from worker.engines.base import PCM_SAMPLE_RATE, Chunk, EngineRequest
 from worker.engines.cpu_speech import speak
 from worker.engines.openai_engine import OpenAIEngine
@@ -230,3 +239,56 @@ def test_the_endpoint_url_defaults_next_to_the_chat_server_and_must_be_http() ->
         load_settings({"OPENAI_SPEECH_URL": "file://u:secret@x/y"}, env_file=None)
     assert "OPENAI_SPEECH_URL: expected http:// or https://, not 'file'" == str(caught.value)
     assert "sk-x1" not in repr(load_settings({"OPENAI_SPEECH_API_KEY": "sk-x1"}, env_file=None))
+
+
+@dataclass
+class SpeechRecorder(Recorder):
+    """A Recorder that also keeps the sources' audio channel."""
+
+    async def run(self) -> None:
+        channels = [self.keys.audio_channel(s) for s in self.sources]
+        channels += [self.keys.events_channel(s) for s in self.sources]
+        channels += [self.keys.text_channel(s) for s in self.sources]
+        self.sub = Subscription(self.url, channels)
+        async for _, message in self.sub.messages():
+            self.messages.append((time.time(), message))
+
+    def audio(self, cycle: str) -> list[AudioChunk]:
+        return [m for _, m in self.messages if isinstance(m, AudioChunk) and m.cycle == cycle]
+
+
+async def test_a_worker_publishes_each_sentence_with_its_48k_speech(
+    redis_client: aioredis.Redis,
+    test_env: dict[str, str],
+    keys: Keys,
+    openai_server: ServeProcess,
+    standin: TtsStandIn,
+) -> None:
+    env = worker_env(
+        test_env,
+        openai_server,
+        MODEL_A,
+        ENABLE_TTS="true",
+        TTS_MAX_NEW_TOKENS="150",
+        OPENAI_SPEECH="endpoint",
+        OPENAI_SPEECH_URL=standin.url,
+    )
+    settings = load_settings(env, env_file=None)
+    await SourceRegistry(redis_client, keys, settings.default_instruction).register("cam")
+    feeder = Feeder(redis_client, keys, "cam", scene(3))
+    rec = SpeechRecorder(test_env["REDIS_URL"], keys, ["cam"])
+    stop = asyncio.Event()
+    async with background(rec.run(), feeder.run(stop)), workers(("ws", env)) as (proc,):
+        await subscribed(rec)
+        await rec.wait(lambda: len(rec.events("cam", "finished")) >= 1, within=60)
+        stop.set()
+    finished = rec.events("cam", "finished")[0]
+    texts = {c.seq: c.text for c in rec.chunks(finished.cycle)}
+    audio = rec.audio(finished.cycle)
+    asked = [r["input"] for r in standin.requests()]
+    assert len(audio) >= 2, proc.log()[-2000:]  # sentence by sentence
+    assert {seq for seq, text in texts.items() if text.strip()} == {a.seq for a in audio}
+    for chunk in audio:
+        assert chunk.sample_rate == PCM_SAMPLE_RATE and len(chunk.pcm) % 2 == 0
+        assert texts[chunk.seq].strip() in asked  # the endpoint spoke this chunk's words
+    assert OPENAI_TEST_KEY not in proc.log()

@@ -264,6 +264,6 @@ def server_pcm(audio_b64: str) -> bytes:
     except ValueError:
         raise EngineError("the server streamed audio that is not base64") from None
     if data[:4] == b"RIFF":
-        return wav_to_pcm48k(data)
+        return wav_to_pcm48k(data, "the server")
     samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
     return to_pcm48k(samples, SERVER_AUDIO_RATE)
