@@ -164,6 +164,10 @@ def _check_consistency(s: Settings) -> None:
             raise SettingsError(f"REDIS_URL: {exc}") from None
         if s.redis_cluster:
             raise SettingsError("REDIS_CLUSTER=true takes a redis:// node URL, not Sentinel's")
+    if s.openai_speech_url and not s.openai_speech_url.startswith(("http://", "https://")):
+        # Only the scheme is named: the URL may carry a password.
+        scheme = s.openai_speech_url.partition(":")[0][:20]
+        raise SettingsError(f"OPENAI_SPEECH_URL: expected http:// or https://, not {scheme!r}")
     if s.livekit_url and not s.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
         raise SettingsError(
             f"LIVEKIT_URL={s.livekit_url!r}: expected ws://, wss://, http:// or https://"

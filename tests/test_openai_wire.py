@@ -107,6 +107,13 @@ def test_the_body_carries_every_frame_then_the_prompt() -> None:
 def test_sentences_are_split_off_whole() -> None:
     assert split_sentences("A car. A bus! Then") == (["A car.", "A bus!"], "Then")
     assert split_sentences("no end yet") == ([], "no end yet")
+    # A run without a sentence end is cut at its last space before the limit, else at it.
+    assert split_sentences("one two three four", 9) == (["one two", "three"], "four")
+    assert split_sentences("x" * 25, 10) == (["x" * 10, "x" * 10], "x" * 5)
+    assert split_sentences("A long sentence here. Tail", 8) == (
+        ["A long", "sentence", "here."],
+        "Tail",
+    )
 
 
 @pytest.mark.parametrize(

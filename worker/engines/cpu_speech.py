@@ -15,6 +15,8 @@ from worker.engines.base import EngineError
 ESPEAK = "espeak-ng"
 INSTALL_HINT = "install espeak-ng: apt-get install espeak-ng, or set ENABLE_TTS=false"
 SPEAK_TIMEOUT = 20.0  # seconds; espeak-ng speaks a sentence in a few milliseconds
+# Sample rates a WAV may have: the usual ones, each a cheap ratio to 48 kHz.
+WAV_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
 
 
 def find_espeak() -> str:
@@ -46,17 +48,22 @@ def speak(text: str, voice: str, executable: str = ESPEAK) -> bytes:
     return wav_to_pcm48k(done.stdout)
 
 
-def wav_to_pcm48k(data: bytes) -> bytes:
-    """Parse a 16-bit mono WAV (espeak-ng's output) and resample it to 48 kHz s16le."""
+def wav_to_pcm48k(data: bytes, who: str = "espeak-ng") -> bytes:
+    """Parse a 16-bit PCM WAV (espeak-ng's output, a TTS server's answer), keep its first
+    channel and resample it to 48 kHz s16le. `who` names the writer in errors."""
     try:
         with wave.open(io.BytesIO(data), "rb") as wav:
             if wav.getsampwidth() != 2:
-                raise EngineError(f"espeak-ng wrote {8 * wav.getsampwidth()}-bit audio")
+                raise EngineError(f"{who} wrote {8 * wav.getsampwidth()}-bit audio, not 16-bit")
             rate, channels = wav.getframerate(), wav.getnchannels()
-            # espeak-ng streams, so its header holds a placeholder length: read what is there.
+            # Streaming writers (espeak-ng, most TTS servers) put a placeholder length in the
+            # header: read what is there.
             frames = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as exc:
-        raise EngineError(f"espeak-ng wrote an unreadable WAV: {exc}") from None
+        raise EngineError(f"{who} wrote an unreadable WAV: {exc}") from None
+    if rate not in WAV_RATES:
+        # An odd rate makes the polyphase resampler's filter as long as the rate itself.
+        raise EngineError(f"{who} wrote {rate} Hz audio; expected one of {sorted(WAV_RATES)}")
     samples = np.frombuffer(frames[: len(frames) // 2 * 2], dtype="<i2")
     if channels > 1:
         samples = samples[: len(samples) // channels * channels].reshape(-1, channels)[:, 0]

@@ -6,7 +6,9 @@ streams them. The HTTP side is async (httpx) on a loop thread of the engine's ow
 closes the stream at once, even while the server is silent; `stream()` stays the blocking
 generator the worker expects. Speech (ENABLE_TTS): with OPENAI_SPEECH=server the server is
 asked for an audio modality and what it streams is resampled to 48 kHz; a server that sends
-none, or OPENAI_SPEECH=local, gets each sentence spoken by espeak-ng here.
+none, or OPENAI_SPEECH=local, gets each sentence spoken by espeak-ng here; OPENAI_SPEECH=endpoint
+sends each sentence to a TTS endpoint (worker/engines/openai_speech.py), with espeak-ng (or
+silence) for the rest of a cycle whose endpoint failed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import queue
+import shutil
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,9 +30,10 @@ import numpy as np
 from shared.settings import Settings
 from worker.engines.audio import to_pcm48k
 from worker.engines.base import Chunk, Engine, EngineError, EngineInfo, EngineRequest
-from worker.engines.cpu_speech import find_espeak, speak, wav_to_pcm48k
+from worker.engines.cpu_speech import ESPEAK, find_espeak, speak, wav_to_pcm48k
 from worker.engines.openai_client import OpenAIClient, ServerAnswer
 from worker.engines.openai_request import chat_body, split_sentences
+from worker.engines.openai_speech import CycleSpeech, SpeechEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ class OpenAIEngine(Engine):
         self._thread: threading.Thread | None = None
         self._client: OpenAIClient | None = None
         self._espeak: str | None = None
+        self._endpoint: SpeechEndpoint | None = None  # OPENAI_SPEECH=endpoint
         self._server_audio = settings.openai_speech == "server"
         self._info = EngineInfo(engine=self.name, checkpoint=self.model, device="remote")
 
@@ -75,7 +81,10 @@ class OpenAIEngine(Engine):
             self._thread.start()
         self._client = self._run(self._new_client())
         served = self._check_model()
-        if s.enable_tts and s.openai_speech != "off":
+        if s.enable_tts and s.openai_speech == "endpoint":
+            self._endpoint = self._endpoint or self._run(self._new_endpoint())
+            self._espeak = shutil.which(ESPEAK)  # the fallback voice; without it, silence
+        elif s.enable_tts and s.openai_speech != "off":
             self._espeak = find_espeak()  # the fallback voice must exist before we need it
         self._info = EngineInfo(
             engine=self.name,
@@ -85,7 +94,7 @@ class OpenAIEngine(Engine):
             extra={
                 "server": self._client.shown_url,
                 "server_models": ",".join(served or []),
-                "tts": "on" if self._espeak else "off",
+                "tts": "on" if self._espeak or self._endpoint else "off",
                 "tts_voice": self._voice(),
             },
         )
@@ -95,6 +104,9 @@ class OpenAIEngine(Engine):
     async def _new_client(self) -> OpenAIClient:
         s = self.settings
         return OpenAIClient(s.openai_base_url, s.openai_api_key, s.openai_timeout, s.openai_retries)
+
+    async def _new_endpoint(self) -> SpeechEndpoint:
+        return SpeechEndpoint(self.settings)  # its httpx client belongs to the loop thread
 
     def _check_model(self) -> list[str] | None:
         assert self._client is not None
@@ -118,10 +130,18 @@ class OpenAIEngine(Engine):
         return served
 
     def _voice(self) -> str:
-        if not self._espeak:
+        local = f"espeak-ng:{self.settings.espeak_voice}" if self._espeak else ""
+        if self._endpoint is not None:
+            remote = f"endpoint:{self._endpoint.model}/{self._endpoint.voice}"
+            return f"{remote}, else {local or 'silence'}"
+        if not local:
             return ""
-        local = f"espeak-ng:{self.settings.espeak_voice}"
         return f"server, else {local}" if self._server_audio else local
+
+    def _local_voice(self) -> Callable[[str], bytes] | None:
+        if self._espeak is None:
+            return None
+        return functools.partial(speak, voice=self.settings.espeak_voice, executable=self._espeak)
 
     def info(self) -> EngineInfo:
         return self._info
@@ -132,7 +152,8 @@ class OpenAIEngine(Engine):
             raise EngineError("the openai engine is not loaded; call load() first")
         if cancel.is_set():
             return
-        speak_text = request.speak and self._espeak is not None
+        speak_text = request.speak and (self._espeak is not None or self._endpoint is not None)
+        speech = CycleSpeech(self._endpoint, self._loop, self._local_voice())
         out: queue.Queue[Any] = queue.Queue()
         left = threading.Event()  # the consumer stopped reading: stop the HTTP side too
         future = asyncio.run_coroutine_threadsafe(
@@ -145,19 +166,22 @@ class OpenAIEngine(Engine):
                     break  # what the server sent after a cancel is not said
                 if isinstance(item, BaseException):
                     raise item
-                yield self._spoken(item, speak_text)
+                chunk = self._spoken(item, speak_text, speech, cancel)
+                if cancel.is_set():
+                    break  # cut off while speaking: that sentence is not said either
+                yield chunk
         finally:
             left.set()
             with contextlib.suppress(Exception):
                 future.result(timeout=self.settings.openai_timeout)
 
-    def _spoken(self, chunk: Chunk, speak_text: bool) -> Chunk:
-        """Add local speech to a chunk that ends sentences and carries no server audio."""
+    def _spoken(
+        self, chunk: Chunk, speak_text: bool, speech: CycleSpeech, cancel: threading.Event
+    ) -> Chunk:
+        """Add speech (endpoint or espeak-ng) to a chunk of whole sentences without server audio."""
         if not speak_text or chunk.pcm is not None or not chunk.text.strip():
             return chunk
-        assert self._espeak is not None
-        pcm = speak(chunk.text, self.settings.espeak_voice, self._espeak)
-        return Chunk(chunk.text, pcm, chunk.tokens)
+        return Chunk(chunk.text, speech.speak(chunk.text.strip(), cancel), chunk.tokens)
 
     async def _produce(
         self,
@@ -220,9 +244,10 @@ class OpenAIEngine(Engine):
             out.put(Chunk(pending, None, tokens))
 
     def close(self) -> None:
-        if self._client is not None and self._loop.is_running():
-            with contextlib.suppress(Exception):
-                self._run(self._client.close())
+        for client in (self._client, self._endpoint):
+            if client is not None and self._loop.is_running():
+                with contextlib.suppress(Exception):
+                    self._run(client.close())
         if self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
@@ -239,6 +264,6 @@ def server_pcm(audio_b64: str) -> bytes:
     except ValueError:
         raise EngineError("the server streamed audio that is not base64") from None
     if data[:4] == b"RIFF":
-        return wav_to_pcm48k(data)
+        return wav_to_pcm48k(data, "the server")
     samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
     return to_pcm48k(samples, SERVER_AUDIO_RATE)

@@ -14,6 +14,7 @@ from worker.engines.base import EngineRequest, WindowFrame, compose_prompt
 
 RESIZED_QUALITY = 85  # JPEG quality of frames that had to be downscaled
 SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+SPEAK_MAX_CHARS = 200  # the longest piece spoken at once when no sentence end comes
 
 
 def frame_jpeg(frame: WindowFrame, max_edge: int) -> bytes:
@@ -59,7 +60,27 @@ def chat_body(
     return body
 
 
-def split_sentences(buffer: str) -> tuple[list[str], str]:
-    """Whole sentences at the start of `buffer`, and the unfinished rest."""
+def split_sentences(buffer: str, max_chars: int = SPEAK_MAX_CHARS) -> tuple[list[str], str]:
+    """Whole sentences at the start of `buffer`, and the unfinished rest.
+
+    A run longer than `max_chars` without a sentence end is cut at its last space before that
+    (or at `max_chars`): a model that writes no full stop is still spoken as it goes, and no
+    piece outgrows a TTS endpoint's input limit (OpenAI's: 4096 characters).
+    """
     parts = SENTENCE_END.split(buffer)
-    return [p for p in parts[:-1] if p.strip()], parts[-1]
+    sentences: list[str] = []
+    for part in parts[:-1]:
+        sentences += [p for p in _cut(part, max_chars) if p.strip()]
+    *long_heads, rest = _cut(parts[-1], max_chars)
+    return sentences + [p for p in long_heads if p.strip()], rest
+
+
+def _cut(text: str, max_chars: int) -> list[str]:
+    """`text` in pieces of at most `max_chars`, cut at spaces where there are any."""
+    pieces = []
+    while len(text) > max_chars:
+        cut = text.rfind(" ", 1, max_chars + 1)
+        cut = cut if cut > 0 else max_chars
+        pieces.append(text[:cut])
+        text = text[cut:].lstrip(" ")
+    return [*pieces, text]
