@@ -84,7 +84,8 @@ def configuration_md() -> str:
         for f in fields:
             default = "(empty)" if f.default == "" else f"`{_show(f.default)}`"
             doc = str(f.metadata["doc"]).replace("|", "\\|")
-            lines.append(f"| `{env_name(f)}` | {default} | {_allowed(f)} | {doc} |")
+            allowed = _allowed(f).replace("|", "\\|")  # a bare | would end the table cell
+            lines.append(f"| `{env_name(f)}` | {default} | {allowed} | {doc} |")
     return "\n".join(lines) + "\n"
 
 
