@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -78,3 +80,23 @@ def openai_server(openai_hub: Path) -> Iterator[ServeProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+async def livekit_handles_released(caplog: pytest.LogCaptureFixture) -> AsyncIterator[None]:
+    """After a LiveKit SDK test: free its native objects inside its own event loop.
+
+    A log record with a traceback (an asyncio "exception never retrieved", a session that
+    failed) keeps the frames' locals alive — tracks, streams, sources — until pytest drops the
+    records after teardown, outside any loop. Once, under load, such a late drop of a native
+    handle never returned (the SDK's audio capture thread spinning). The bridge process drops
+    them inside its loop; so do these tests: tracebacks are rendered to text, then collected.
+    """
+    yield
+    formatter = logging.Formatter()
+    for when in ("setup", "call"):
+        for record in caplog.get_records(when):
+            if record.exc_info:
+                record.exc_text = record.exc_text or formatter.formatException(record.exc_info)
+                record.exc_info = None
+    gc.collect()

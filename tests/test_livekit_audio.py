@@ -17,6 +17,8 @@ from livekit import rtc
 from bridge.audio import AudioPacer, SpeechBuffer, audio_frame
 from shared.messages import PCM_RATE
 
+pytestmark = pytest.mark.usefixtures("livekit_handles_released")
+
 FRAME = PCM_RATE * 20 // 1000  # samples in a 20 ms frame
 
 

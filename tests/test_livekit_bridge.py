@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import cv2
 import msgspec
 import numpy as np
+import pytest
 import redis.asyncio as aioredis
 from livekit import rtc
 
@@ -33,6 +34,8 @@ from tests.helpers import free_port
 from tests.livekit_support import DataMessage, InProcessRoom, InProcessRooms, rgba_frame
 from tests.test_api_support import add_frame, make_jpeg
 from tests.worker_support import fast_settings, until
+
+pytestmark = pytest.mark.usefixtures("livekit_handles_released")
 
 FRAME = PCM_RATE // 50
 SECRET = "bridge-test-secret-that-is-never-shown"

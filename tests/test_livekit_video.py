@@ -20,6 +20,8 @@ from shared.records import FrameRecord
 from shared.settings import Settings
 from tests.test_api_support import add_frame, make_jpeg
 
+pytestmark = pytest.mark.usefixtures("livekit_handles_released")
+
 
 def test_jpeg_becomes_an_rgba_frame_identical_to_opencvs_decode(settings: Settings) -> None:
     jpeg = make_jpeg(3, width=321, height=179)  # odd sizes: no rounding to even

@@ -104,11 +104,12 @@ async def test_commentary_and_an_ask_through_the_bus(
 async def test_models_route_sources_and_a_worker_switches_at_runtime(
     redis_client: aioredis.Redis, test_env: dict[str, str], keys: Keys, openai_server: ServeProcess
 ) -> None:
-    # Long answers (about 5 s), so the switch lands in the middle of a cycle.
+    # Long answers, so the switch lands in the middle of a cycle: the tiny model writes ~500
+    # tokens/s on an idle machine (300 once ended before the switch came), 3,000 take ~6 s.
     # The same server under another name stands for a second server a switch may point at.
     other = f"http://localhost:{openai_server.port}/v1"
     servers = {"OPENAI_BASE_URL": openai_server.base_url, "OPENAI_ALLOWED_BASE_URLS": other}
-    env_a = worker_env(test_env, openai_server, MODEL_A, MAX_NEW_TOKENS="300", **servers)
+    env_a = worker_env(test_env, openai_server, MODEL_A, MAX_NEW_TOKENS="3000", **servers)
     env_b = worker_env(test_env, openai_server, MODEL_B, MAX_NEW_TOKENS="300", **servers)
     settings = load_settings(env_a, env_file=None)
     registry = SourceRegistry(redis_client, keys, settings.default_instruction)
