@@ -3,6 +3,8 @@
 The rules pass follows the commentary of a window (so it never delays the first chunk), on the
 same frames, through the same engine lock: the CPU engine decides from the window's
 measurements, model engines answer all rules in one yes/no prompt (worker/engines/base.py).
+While a batch is open (MAX_BATCH > 1), that prompt joins it instead of waiting for the lock
+(`EngineRunner.judge`).
 Each answer moves the rule's debounce state (`step`); a change of state is an alert, recorded
 with the window's newest JPEG, the commentary and its history id (shared/alerts.py).
 """

@@ -6,7 +6,9 @@ whole call: two calls never overlap. `open_batch` holds it for a batch session
 (runner_batch.py) instead: sources' requests join and leave that session while it runs, and
 it lets the lock go once its last request has ended. The lock is FIFO, so an ask that waits
 for the lock runs right after the current cycle (or batch), before the next one; while
-someone waits (`others_waiting`), the worker stops adding sources to a running batch.
+someone waits (`others_waiting`), the worker stops adding sources to a running batch. A
+rules pass that is a prompt (`Engine.judges_by_prompt`) never waits for an open batch: it
+joins it as one more request (`judge`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from worker.engines.base import Chunk, Engine, EngineInfo, EngineRequest, NothingNew
+from worker.engines.rules_prompt import parse_verdicts, rules_request
 from worker.runner_batch import EngineBatch
 from worker.runner_batch import EngineFailure as EngineFailure  # every caller's import
 
@@ -42,6 +45,7 @@ class EngineRunner:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._lock = asyncio.Lock()
         self._waiting = 0  # callers waiting for the lock
+        self._batch: EngineBatch | None = None  # the last batch opened (open until closed)
         self.info = EngineInfo(engine=engine.name)
 
     async def load(self) -> EngineInfo:
@@ -75,7 +79,7 @@ class EngineRunner:
             if isinstance(exc, Exception):
                 raise EngineFailure(f"{type(exc).__name__}: {exc}") from exc
             raise
-        batch = EngineBatch(session, loop)
+        batch = self._batch = EngineBatch(session, loop)
         running = loop.run_in_executor(self._executor, batch.work)
         running.add_done_callback(lambda _: self._lock.release())
         return batch
@@ -151,8 +155,19 @@ class EngineRunner:
             await asyncio.shield(future)
 
     async def judge(self, request: EngineRequest, conditions: Sequence[str]) -> list[bool | None]:
-        """The engine's yes/no on each condition for `request`'s frames, in its thread, under
-        the same lock as every model call (EngineFailure if the engine raises)."""
+        """The engine's yes/no on each condition for `request`'s frames (EngineFailure if the
+        engine fails).
+
+        Where a batch is open and the engine's rules pass is a prompt (`judges_by_prompt`),
+        that prompt (`rules_request`, the one `Engine.judge` streams) joins the batch as one
+        more request and its text is parsed as `Engine.judge` parses it: waiting for the lock
+        would stop the batch from taking sources until it drained, at every cycle of a source
+        with rules. Otherwise `Engine.judge` runs in the engine thread under the lock.
+        """
+        batch = self._batch
+        if conditions and self.engine.judges_by_prompt and batch is not None and not batch.closed:
+            text = await batch.text(rules_request(request, conditions))
+            return parse_verdicts(text, len(conditions))
         async with self._turn():
             loop = asyncio.get_running_loop()
             try:

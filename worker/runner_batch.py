@@ -5,8 +5,10 @@ engine's `BatchSession` in the engine thread and steps it there while any reques
 handing each item to the loop, where it goes to its own request's queue. A request submitted
 while others run joins them at the engine's next step. Once the last request has ended the
 batch closes itself: it takes no more requests, its thread stops and the lock passes to the
-next caller (an ask, a rules pass, a model switch, or the next batch). An exception from a
-step fails every request not yet ended.
+next caller (an ask, a model switch, a rules pass the engine decides otherwise, or the next
+batch). An exception from a step fails every request not yet ended. `text` runs one more
+request to its end in the batch and returns its whole text: a model engine's rules pass
+joins the batch that way (runner.py) instead of waiting for it to drain.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class EngineBatch:
         self._wake = threading.Event()  # a submission (or the stop) for an idle thread
         self.closed = False
 
+    def requests(self) -> int:
+        """How many submitted requests have not ended yet (0 once closed)."""
+        return len(self._queues)
+
     def joined(self) -> int:
         """How many requests joined while others were decoding (the engine's count)."""
         return self._session.joined()
@@ -59,6 +65,34 @@ class EngineBatch:
         )
         self._wake.set()
         return queues
+
+    async def text(self, request: EngineRequest) -> str:
+        """The whole text of `request`, run in this batch (it joins at the next step).
+
+        EngineFailure where it or the batch fails (the same message the lock path gives);
+        leaving early (task cancelled) sets its cancel, so it leaves at the next step."""
+        cancel = threading.Event()
+        [items] = self.submit([(request, cancel)])
+        parts: list[str] = []
+        ended = False
+        try:
+            while True:
+                item = await items.get()
+                if isinstance(item, EngineFailure):  # the whole batch failed
+                    ended = True
+                    raise EngineFailure(str(item)) from item.__cause__
+                if item.chunk is not None:
+                    parts.append(item.chunk.text)
+                    continue
+                ended = True
+                if item.error:
+                    raise EngineFailure(item.error)
+                if item.declined is not None:  # as `Engine.judge` raising it under the lock
+                    raise EngineFailure(f"NothingNew: {item.declined}")
+                return "".join(parts)
+        finally:
+            if not ended:
+                cancel.set()
 
     def work(self) -> None:
         """The engine thread: step while a request runs, until the last one has ended."""

@@ -11,9 +11,9 @@ source's cycle through `CycleRunner.run` and its after-cycle work, and returns. 
 (serving_batch.py): `serve` puts the chosen sources into the engine batch that runs (or
 opens one) and returns at once; each source's after-cycle work follows its own end, and the
 loop picks newly due sources while others decode, as long as fewer than MAX_BATCH run
-(continuous batching). A batch stops taking sources while another model call (an ask, a
-rules pass, a model switch) waits for the engine: it drains, the call runs, then a new one
-opens.
+(continuous batching). A model engine's rules pass joins the running batch as one more
+request (`EngineRunner.judge`). A batch stops taking sources while another model call (an
+ask, a model switch) waits for the engine: it drains, the call runs, then a new one opens.
 
 When to start a batch (BATCH_WAIT): with nothing running, the ready sources up to MAX_BATCH
 start at once — at a few sequences a decode step costs about what one sequence's does, but a

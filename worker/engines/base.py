@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -92,6 +92,18 @@ class Engine(ABC):
     """Load once with `load()`, then `stream()` one window at a time (never concurrently)."""
 
     name: str = "engine"
+    # Whether `judge` is the prompt-based default: the rules pass is one more generation of
+    # `rules_prompt.rules_request(...)` through `stream`, parsed by `parse_verdicts`. The
+    # runner then runs that request inside an open batch instead of waiting for the engine
+    # (runner.py). An engine that overrides `judge` must say so (`__init_subclass__`).
+    judges_by_prompt: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A judge of its own that stayed marked as the prompt would be bypassed by the
+        # runner's batched rules pass: an override has to declare which it is.
+        if "judge" in vars(cls) and "judges_by_prompt" not in vars(cls):
+            raise TypeError(f"{cls.__name__} overrides judge(): set judges_by_prompt")
 
     @abstractmethod
     def load(self) -> EngineInfo:
@@ -142,18 +154,11 @@ class Engine(ABC):
         The default is the model engines' rules pass (worker/engines/rules_prompt.py): one more
         prompt on the same frames, every condition a numbered yes/no question, parsed strictly.
         """
-        from worker.engines.rules_prompt import max_tokens, parse_verdicts, rules_prompt
+        from worker.engines.rules_prompt import parse_verdicts, rules_request
 
         if not conditions:
             return []
-        asked = replace(
-            request,
-            instruction=rules_prompt(conditions),
-            context=(),
-            max_new_tokens=max_tokens(len(conditions)),
-            speak=False,
-            kind="answer",
-        )
+        asked = rules_request(request, conditions)
         text = "".join(chunk.text for chunk in self.stream(asked, threading.Event()))
         return parse_verdicts(text, len(conditions))
 

@@ -48,6 +48,7 @@ class CpuEngine(Engine):
     """Honest frame analysis with OpenCV; speech through espeak-ng when ENABLE_TTS is on."""
 
     name = "cpu"
+    judges_by_prompt = False  # rules are decided from the window's measurements, no prompt
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

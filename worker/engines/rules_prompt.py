@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
+
+from worker.engines.base import EngineRequest
 
 _LINE = re.compile(r"^\s*(?:question\s*)?(\d{1,3})\s*[:.)\-]\s*\**\s*(yes|no)\b", re.I | re.M)
 _WORD = re.compile(r"\b(yes|no)\b", re.I)
@@ -27,6 +30,20 @@ def rules_prompt(conditions: Sequence[str]) -> str:
     ]
     lines += [f"{n}: Is this true now: {c.strip()}?" for n, c in enumerate(conditions, 1)]
     return "\n".join(lines)
+
+
+def rules_request(request: EngineRequest, conditions: Sequence[str]) -> EngineRequest:
+    """The generation of the rules pass on `request`'s frames: the rules prompt, no context,
+    no speech, its token budget. The one place it is built: `Engine.judge` streams it under
+    the engine lock, the runner submits it to an open batch (they must never differ)."""
+    return replace(
+        request,
+        instruction=rules_prompt(conditions),
+        context=(),
+        max_new_tokens=max_tokens(len(conditions)),
+        speak=False,
+        kind="answer",
+    )
 
 
 def max_tokens(count: int) -> int:
