@@ -137,7 +137,9 @@ async def test_a_rules_pass_joins_the_open_batch_instead_of_waiting_for_it(
             gates[request.source].wait(30)
         return answer if "Is this true now" in request.instruction else ("one ", "two.")
 
-    runner.engine.script = script  # type: ignore[attr-defined]
+    engine = runner.engine
+    assert isinstance(engine, ScriptedEngine)
+    engine.script = script
     conditions = ["a box", "a cat", "a dog"]
     window = EngineRequest("r", [FRAME], "Describe r.", context=("said before",), speak=True)
     cycles = CycleRunner(redis_client, keys, settings, runner, "w1")
@@ -156,7 +158,7 @@ async def test_a_rules_pass_joins_the_open_batch_instead_of_waiting_for_it(
     assert [o.status for o in outcomes] == ["finished", "finished"] and batch.closed
     # The lock path (no batch open) on the same window and the same scripted answer:
     assert verdicts == await runner.judge(window, conditions) == [True, False, True]
-    calls = runner.engine.calls  # type: ignore[attr-defined]
+    calls = engine.calls
     judged = [c for c in calls if "Is this true now" in c.prompt]
     assert [c.request for c in judged] == [rules_request(window, conditions)] * 2
     a, b = (next(c for c in calls if c.request.source == s) for s in "ab")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.minicpmo_checkpoint import cpu_settings, engine, frames, tiny_checkpoint
-from worker.engines.base import EngineRequest, WindowFrame
+from worker.engines.base import BatchItem, EngineRequest, WindowFrame
 from worker.engines.rules_prompt import parse_verdicts, rules_request
 from worker.runner import EngineRunner
 
@@ -50,12 +50,13 @@ async def test_a_rules_pass_in_an_open_batch_says_what_it_says_under_the_lock(
     try:
         batch = await runner.open_batch()
         [items] = batch.submit([(long, threading.Event())])
-        assert (await items.get()).chunk is not None  # decoding
+        assert isinstance(first := await items.get(), BatchItem) and first.chunk  # decoding
         # Two rules passes due meanwhile: the runner's, and the same request read as text.
         verdicts, text = await asyncio.gather(runner.judge(window, CONDITIONS), batch.text(asked))
         assert not runner.others_waiting() and not batch.closed  # the lock was never asked for
-        while (await items.get()).chunk is not None:  # the long request to its end
-            pass
+        while isinstance(item := await items.get(), BatchItem) and item.chunk is not None:
+            pass  # the long request to its end
+        assert isinstance(item, BatchItem) and not item.error
         # Once the batch has closed, the lock path (it waits for the batch's thread to end):
         assert batch.closed and await runner.judge(window, CONDITIONS) == verdicts
     finally:
