@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu_batch_profile import profile_part  # noqa: E402
-from bench.gpu_cycle import ensure_checkpoint, load  # noqa: E402
+from bench.gpu_cycle import bench_header, checkpoint_parser, load  # noqa: E402
 from bench.gpu_stages import scene_frames, sync, window  # noqa: E402
 from worker.engines import minicpmo_text as text  # noqa: E402
 from worker.engines.base import compose_prompt  # noqa: E402
@@ -254,10 +254,7 @@ def emit(result: dict[str, Any], *keys: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--remote-code", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/minicpmo_full"))
-    parser.add_argument("--size", default="full", choices=("tiny", "full"))
+    parser = checkpoint_parser(__doc__)
     parser.add_argument("--parts", default="sources,length,quant")
     parser.add_argument(
         "--sources", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8]
@@ -271,9 +268,7 @@ def main() -> int:
     args = parser.parse_args()
     args.no_compile = False
     started = time.perf_counter()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result: dict[str, Any] = {"device": device, "torch": torch.__version__}
-    result["build_s"] = ensure_checkpoint(args)
+    result = bench_header(args)
     engine, result["load_s"] = load(args)
     result["engine"] = engine.info().extra
     emit(result, "device", "build_s", "load_s", "engine")

@@ -13,7 +13,6 @@ step's speed is in bench/gpu_batch.py), which keeps the load short. Medians of -
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gpu_cycle import DEVICE, ensure_checkpoint  # noqa: E402
+from bench.gpu_cycle import DEVICE, bench_header, checkpoint_parser  # noqa: E402
 from bench.gpu_stages import scene_frames, sync, window  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from worker.engines import minicpmo_text as text  # noqa: E402
@@ -86,10 +85,7 @@ def round_stages(engine: MiniCPMoEngine, count: int) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--remote-code", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/minicpmo_full"))
-    parser.add_argument("--size", default="full", choices=("tiny", "full"))
+    parser = checkpoint_parser(__doc__)
     parser.add_argument(
         "--sources", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8]
     )
@@ -97,9 +93,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     started = time.perf_counter()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result: dict[str, Any] = {"device": device, "torch": torch.__version__}
-    result["build_s"] = ensure_checkpoint(args)
+    result = bench_header(args)
     settings = Settings(
         engine="minicpmo",
         model_path=str(args.checkpoint),

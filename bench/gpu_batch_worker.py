@@ -17,7 +17,6 @@ the last). Medians of --reps runs.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -26,14 +25,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu_batch import batched, summarise, turn_taking  # noqa: E402
-from bench.gpu_cycle import DEVICE, ensure_checkpoint  # noqa: E402
+from bench.gpu_cycle import bench_header, checkpoint_parser, load  # noqa: E402
 from bench.gpu_stages import scene_frames, sync, window  # noqa: E402
-from shared.settings import Settings  # noqa: E402
 from worker.engines.fast_decode_batch_loop import ContinuousBatch  # noqa: E402
 from worker.engines.minicpmo import MiniCPMoEngine  # noqa: E402
 
@@ -59,25 +55,8 @@ def engine_batch(engine: MiniCPMoEngine, count: int, new_tokens: int) -> dict[st
     return {"first_chunk_ms": firsts, "tokens": tokens, "agg_tok_s": tokens / total}
 
 
-def load(args: argparse.Namespace) -> tuple[MiniCPMoEngine, float]:
-    settings = Settings(
-        engine="minicpmo",
-        model_path=str(args.checkpoint),
-        decode_max_len=args.max_len,
-        engine_device=DEVICE,
-        max_batch=args.slots,
-    )
-    engine = MiniCPMoEngine(settings)
-    started = time.perf_counter()
-    engine.load()
-    return engine, time.perf_counter() - started
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--remote-code", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/minicpmo_full"))
-    parser.add_argument("--size", default="full", choices=("tiny", "full"))
+    parser = checkpoint_parser(__doc__)
     parser.add_argument(
         "--sources", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8]
     )
@@ -88,10 +67,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     started = time.perf_counter()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    result: dict[str, Any] = {"device": device, "torch": torch.__version__}
-    result["build_s"] = ensure_checkpoint(args)
-    engine, result["load_s"] = load(args)
+    result = bench_header(args)
+    engine, result["load_s"] = load(args, max_batch=args.slots)
     result["engine"] = engine.info().extra
     print(json.dumps(result), flush=True)
     one_by_one = ContinuousBatch(engine.batched.decoder, admit_per_step=1)

@@ -62,15 +62,32 @@ def ensure_checkpoint(args: argparse.Namespace) -> float:
     return time.perf_counter() - started
 
 
-def load(args: argparse.Namespace) -> tuple[MiniCPMoEngine, float]:
-    settings = Settings(
+def checkpoint_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments of every GPU bench: the model's remote code and the synthetic checkpoint."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--remote-code", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/minicpmo_full"))
+    parser.add_argument("--size", default="full", choices=("tiny", "full"))
+    return parser
+
+
+def bench_header(args: argparse.Namespace) -> dict[str, Any]:
+    """What every GPU bench's result starts with: the card, torch, the checkpoint's build."""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return {"device": device, "torch": torch.__version__, "build_s": ensure_checkpoint(args)}
+
+
+def load(args: argparse.Namespace, **settings: Any) -> tuple[MiniCPMoEngine, float]:
+    """The engine on the checkpoint as the worker loads it (`settings` on top); load seconds."""
+    made = Settings(
         engine="minicpmo",
         model_path=str(args.checkpoint),
-        compile_decode=not args.no_compile,
+        compile_decode=not getattr(args, "no_compile", False),
         decode_max_len=args.max_len,
         engine_device=DEVICE,  # cpu: a smoke run of the bench itself, --size tiny
+        **settings,
     )
-    engine = MiniCPMoEngine(settings)
+    engine = MiniCPMoEngine(made)
     started = time.perf_counter()
     engine.load()
     return engine, time.perf_counter() - started
@@ -167,10 +184,7 @@ def print_tables(result: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--remote-code", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path, default=Path("/dev/shm/minicpmo_full"))
-    parser.add_argument("--size", default="full", choices=("tiny", "full"))
+    parser = checkpoint_parser(__doc__)
     parser.add_argument(
         "--frames", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8]
     )
