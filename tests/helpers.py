@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,6 +32,21 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """Poll `url` until it answers 2xx: "" then, else why not ("exited with N", or the
+    timeout). The caller stops `proc` and says which server it was."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return ""
+        except OSError:
+            time.sleep(0.05)
+    return f"not healthy after {timeout:g}s"
 
 
 class RedisServer:

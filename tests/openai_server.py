@@ -17,11 +17,10 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import REPO, free_port
+from tests.helpers import REPO, free_port, wait_healthy
 
 SERVE_ENV = REPO / ".cache" / "tf-serve"
 SERVE_PYTHON = SERVE_ENV / "bin" / "python"
@@ -108,18 +107,11 @@ class ServeProcess:
         return self
 
     def _wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"transformers serve exited:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"transformers serve not healthy after {timeout}s:\n{self.log()}")
+        assert self.proc is not None
+        why = wait_healthy(f"http://127.0.0.1:{self.port}/health", self.proc, timeout)
+        if why:
+            self.stop()
+            raise RuntimeError(f"transformers serve {why}:\n{self.log()}")
 
     def warm(self, model: str) -> None:
         """One tiny request, so the model is loaded before a test times anything."""

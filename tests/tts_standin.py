@@ -9,7 +9,7 @@ response body (chunked, as OpenAI streams it), errors as `{"error": {"message": 
 OpenAI's and Kokoro's streamed WAVs have); `pcm` is raw 24 kHz s16le, OpenAI's `pcm`. Other
 formats (mp3, opus, aac, flac) are answered 400 here.
 
-Run as `python tests/tts_standin.py PORT KEY FAULT LOG`: KEY `-` takes any key; FAULT is
+Run as `python -m tests.tts_standin PORT KEY FAULT LOG`: KEY `-` takes any key; FAULT is
 `none`, or one way for it to misbehave (`error500`, `html`, `oversize`, `hang`); every request
 is appended to LOG as a JSON line, so a test can see what was asked. `TtsStandIn` runs it.
 """
@@ -20,15 +20,15 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import REPO, free_port, wait_healthy
 
 FAULTS = ("none", "error500", "html", "oversize", "hang")
 OPENAI_PCM_RATE = 24_000
@@ -134,33 +134,22 @@ class TtsStandIn:
 
     def __init__(self, key: str = "-", fault: str = "none") -> None:
         assert fault in FAULTS
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self.log_path = Path(tempfile.mkstemp(prefix="lookout-tts-", suffix=".jsonl")[1])
-        script = str(Path(__file__))
         self.proc = subprocess.Popen(
-            [sys.executable, script, str(self.port), key, fault, str(self.log_path)],
+            [sys.executable, "-m", "tests.tts_standin", str(self.port), key, fault]
+            + [str(self.log_path)],
+            cwd=REPO,
             start_new_session=True,
         )
-        self._wait_healthy()
+        why = wait_healthy(f"http://127.0.0.1:{self.port}/health", self.proc, 20.0)
+        if why:
+            self.stop()
+            raise RuntimeError(f"the TTS stand-in {why}")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1/audio/speech"
-
-    def _wait_healthy(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the TTS stand-in exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError("the TTS stand-in did not come up")
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request it got so far, oldest first."""
