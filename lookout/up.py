@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api.workers import port_in_use
 from lookout.redis_url_file import REDIS_URL_FILE, remove_redis_url, write_redis_url
 from shared.keys import Keys
 from shared.settings import Settings
@@ -59,18 +60,6 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
         return bool(client.ping())
     except (redis.exceptions.RedisError, OSError):
         return False
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True if something already listens on host:port (checked the way uvicorn binds)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def free_port() -> int:
