@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
@@ -25,9 +22,8 @@ from shared.messages import CycleEvent
 from shared.sources import SourceRegistry
 from tests.media import make_jpegs
 from tests.minicpmo_checkpoint import engine, tiny_checkpoint
-from tests.test_minicpmo_batch_worker import shares_start
+from tests.test_minicpmo_batch_worker import alone_run, shares_start
 from tests.worker_support import Feeder, Recorder, background, fast_settings, subscribed
-from worker.engines.base import EngineRequest, WindowFrame
 from worker.service import run_worker
 
 pytest.importorskip("torch")
@@ -38,19 +34,6 @@ INSTRUCTIONS = {"cam0": "Describe the scene in detail, please.", "cam1": "What i
 STEERED = "Name the colours."
 TOKENS = 160
 SAME = 16
-
-
-def alone(engine: Any, jpeg: bytes, instruction: str, tokens: int) -> tuple[str, int]:
-    """Text and token count the engine gives one source's window on its own."""
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    request = EngineRequest(
-        source="alone",
-        frames=[WindowFrame(seq=0, ts=0.0, image=image)],  # type: ignore[arg-type]
-        instruction=instruction,
-        max_new_tokens=tokens,
-    )
-    chunks = list(engine.stream(request, threading.Event()))
-    return "".join(c.text for c in chunks), sum(c.tokens for c in chunks)
 
 
 def position(recorder: Recorder, source: str, event: str, cycle: str) -> int:
@@ -74,10 +57,10 @@ async def test_a_source_that_ends_early_rejoins_the_running_batch(
 
     caplog.set_level(logging.INFO, logger="worker.serving_batch")
     jpegs = dict(zip(INSTRUCTIONS, make_jpegs(20)[::10], strict=True))
-    _, spoken = alone(engine, jpegs["cam0"], INSTRUCTIONS["cam0"], TOKENS)
+    _, spoken = alone_run(engine, jpegs["cam0"], INSTRUCTIONS["cam0"], TOKENS)
     assert spoken >= TOKENS * 3 // 4  # cam0 still decodes long after cam1 has spoken
-    start = {s: alone(engine, jpegs[s], INSTRUCTIONS[s], SAME)[0] for s in INSTRUCTIONS}
-    steered_start = alone(engine, jpegs["cam1"], STEERED, SAME)[0]
+    start = {s: alone_run(engine, jpegs[s], INSTRUCTIONS[s], SAME)[0] for s in INSTRUCTIONS}
+    steered_start = alone_run(engine, jpegs["cam1"], STEERED, SAME)[0]
     registry = SourceRegistry(redis_client, keys, "Describe the video.")
     for source, instruction in INSTRUCTIONS.items():
         await registry.register(source)

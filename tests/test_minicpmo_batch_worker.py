@@ -61,8 +61,8 @@ async def feed(redis: aioredis.Redis, keys: Keys, jpegs: list[bytes], stop: asyn
         await asyncio.sleep(0.1)
 
 
-def alone(engine: Any, jpeg: bytes, instruction: str, tokens: int = TOKENS) -> str:
-    """What the engine says for one source's window on its own (the single, unbatched path)."""
+def alone_run(engine: Any, jpeg: bytes, instruction: str, tokens: int) -> tuple[str, int]:
+    """Text and token count of one source's window on its own (the single, unbatched path)."""
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     request = EngineRequest(
         source="alone",
@@ -70,7 +70,13 @@ def alone(engine: Any, jpeg: bytes, instruction: str, tokens: int = TOKENS) -> s
         instruction=instruction,
         max_new_tokens=tokens,
     )
-    return "".join(chunk.text for chunk in engine.stream(request, threading.Event()))
+    chunks = list(engine.stream(request, threading.Event()))
+    return "".join(c.text for c in chunks), sum(c.tokens for c in chunks)
+
+
+def alone(engine: Any, jpeg: bytes, instruction: str, tokens: int = TOKENS) -> str:
+    """What the engine says for one source's window on its own."""
+    return alone_run(engine, jpeg, instruction, tokens)[0]
 
 
 def started_at(recorder: Recorder, cycle: str) -> float:
