@@ -66,7 +66,7 @@ class ViewerFrames:
             self._metrics.dropped.labels("mjpeg").inc(dropped)
 
     async def _run(self) -> None:
-        last_id = "$"
+        last_id = "0-0"  # an empty stream: its first frame is new (with "$" a race could skip it)
         backoff = Backoff(0.1, 5.0)
         while True:
             try:

@@ -48,6 +48,8 @@ RESULTS = REPO / "test-artifacts" / "fanout.json"
 CLIENT = Path(__file__).resolve().parent / "fanout_client.py"
 PCM_CHUNK = 9600  # 100 ms of 48 kHz s16le; the client reads the publish time in its first 8 bytes
 SOURCE = "cam"
+SETTLE_S = 1.0  # no new message at any viewer for this long: nothing more is in flight
+DELIVERY_DEADLINE_S = 60.0
 
 
 def test_jpegs(count: int = 10) -> list[bytes]:
@@ -89,6 +91,24 @@ async def publish(kind: str, redis_url: str, keys: Keys, rate: float, seconds: f
     finally:
         await redis.aclose()
     return total
+
+
+def wait_delivered(client: subprocess.Popen[str], expected: int) -> None:
+    """Until the viewers have received `expected` messages, or their count stops moving for
+    SETTLE_S (MJPEG is latest-wins: a viewer still sending skips a frame, so some never come)."""
+    assert client.stdin is not None and client.stdout is not None
+    last, still_since, deadline = -1, time.monotonic(), time.monotonic() + DELIVERY_DEADLINE_S
+    while time.monotonic() < deadline:
+        client.stdin.write("count\n")
+        client.stdin.flush()
+        received = int(client.stdout.readline())
+        if received >= expected:
+            return
+        if received != last:
+            last, still_since = received, time.monotonic()
+        elif time.monotonic() - still_since >= SETTLE_S:
+            return
+        time.sleep(0.05)
 
 
 def tree_cpu(proc: psutil.Process) -> float:
@@ -178,7 +198,7 @@ def run_once(args: argparse.Namespace, redis: RedisServer, viewers: int, procs: 
         wait0, gc0 = run_queue_wait(proc), gc_passes(gc_port)
         spy = profiler(args, proc, viewers, procs)
         sent = asyncio.run(publish(args.kind, redis.url, keys, args.rate, args.seconds))
-        time.sleep(1.0)  # the last messages in flight
+        wait_delivered(client, viewers * sent)
         cpu1, t1, client1 = tree_cpu(proc), time.monotonic(), tree_cpu(client_proc)
         wait1, gc1 = run_queue_wait(proc), gc_passes(gc_port)
         rss = tree_rss(proc)

@@ -3,8 +3,10 @@
 Started by bench/fanout.py as a process of its own (so the viewers never share the API's
 event loop), it opens N connections to `/events`, `/mjpeg` or `/audio` of one source, plus the
 floor: one direct Redis reader of the same messages (pub/sub for text and speech, XREAD for
-frames). It prints `ready N` once every viewer is connected, waits for `stop` on stdin and
-prints one JSON line: messages received per viewer and publish→receive latencies.
+frames). It prints `ready N` once every viewer is connected, then answers commands on stdin:
+`count` prints how many messages all viewers have received so far (so the bench can wait for
+the last ones in flight), `stop` prints one JSON line: messages received per viewer and
+publish→receive latencies.
 
 The client must cost less than the API it measures, so most viewers only count messages
 (`bytes.count` of a marker each message carries, in C); one viewer in `--sample` also parses
@@ -278,7 +280,8 @@ async def main() -> None:
 
     await asyncio.gather(*(connect(i) for i in range(args.viewers)))
     print(f"ready {args.viewers - tally.failed}", flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)
+    while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "count":
+        print(sum(tally.counts), flush=True)
     floor_task.cancel()
     result = {"viewers": summary(tally), "floor": summary(floor_tally)}
     print(json.dumps(result), flush=True)

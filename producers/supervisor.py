@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 CAPTURE_JOB_TIMEOUT_S = 365 * 24 * 3600  # a capture runs until stopped; arq needs some limit
 SHUTDOWN_GRACE_S = 10.0
+POLL_STOP_S = 3.0  # how long the shutdown waits for arq's cancelled poll loop
 
 
 class Supervisor:
@@ -252,7 +253,12 @@ class Supervisor:
             stopping.cancel()
             if not polling.done():
                 polling.cancel()
-                await asyncio.gather(polling, return_exceptions=True)
+                # arq's poll loop ends at its next await; it must never hold up the drain.
+                await asyncio.wait({polling}, timeout=POLL_STOP_S)
+                if not polling.done():
+                    log.warning(
+                        "arq's poll loop did not stop in %.0fs; draining anyway", POLL_STOP_S
+                    )
                 return
             error = polling.exception() if not polling.cancelled() else None
             if time.monotonic() - started > self.settings.max_reconnect_delay:

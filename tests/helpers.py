@@ -122,6 +122,25 @@ class LookoutProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                self._note_hang()
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         return int(self.proc.returncode)
+
+    def _note_hang(self) -> None:
+        """Append to the log why the process did not stop: its signal masks and its stacks."""
+        lines = ["--- did not stop in time; killed. /proc status and py-spy dump:"]
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
+            lines += [x for x in status if x.startswith(("State", "Sig", "Shd"))]
+        except OSError as exc:
+            lines.append(f"no /proc status: {exc}")
+        if spy := shutil.which(
+            "py-spy", path=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+        ):
+            dump = subprocess.run(
+                [spy, "dump", "--pid", str(self.proc.pid)], capture_output=True, timeout=20
+            )
+            lines.append((dump.stdout + dump.stderr).decode(errors="replace"))
+        with self.log_path.open("a") as log:
+            log.write("\n".join(lines) + "\n")

@@ -32,6 +32,11 @@ def test_each_kind_is_delivered_whole_with_sane_latencies(kind: str, tmp_path: P
     )
     [row] = [json.loads(line) for line in results.read_text().splitlines()]
     assert row["connected"] == 20 and row["sent"] >= 10, row
-    assert row["delivered"] == pytest.approx(1.0), row  # nothing lost, nothing counted twice
+    if kind == "mjpeg":
+        # Latest wins: a frame that came while a viewer was still sending the one before, or
+        # that the API's reader found behind a newer one, is skipped on a loaded machine.
+        assert 0.5 <= row["delivered"] <= 1.0, row
+    else:
+        assert row["delivered"] == pytest.approx(1.0), row  # nothing lost, nothing counted twice
     # Loopback on a loaded machine: seconds at worst; a garbled timestamp reads as decades.
     assert 0 < row["p50_ms"] <= row["p99_ms"] < 10_000, row

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from producers.supervisor import SHUTDOWN_GRACE_S
 from shared.keys import Keys, SourceNameError
 from shared.producer_status import read_producer_status
 from shared.records import FrameRecord
@@ -155,7 +156,7 @@ async def test_supervisor_runs_sources_and_a_new_one_takes_over_after_kill_9(
     assert await redis_client.xlen(keys.frames("b")) == b_frames
     assert [e.name for e in await list_desired(redis_client, settings)] == ["a", "c"]
 
-    assert second.stop(signal.SIGTERM) == 0, second.log()
+    assert second.stop(signal.SIGTERM, timeout=SHUTDOWN_GRACE_S + 20) == 0, second.log()
     for name in ("a", "c"):
         status = await read_producer_status(redis_client, settings, name)
         assert status is not None and status.state == "stopped", second.log()
@@ -215,7 +216,8 @@ async def test_two_supervisors_capture_each_source_once_and_sigterm_hands_over(
         return all(seq >= seqs[n] + 5 for seq, n in zip(now, names, strict=True))
 
     await until(grew, 20, "five more frames of every source")
-    assert one.stop(signal.SIGTERM) == 0, one.log()  # a graceful stop releases its claims
+    # A graceful stop releases its claims (within the captures' grace time, and then some).
+    assert one.stop(signal.SIGTERM, timeout=SHUTDOWN_GRACE_S + 20) == 0, one.log()
     await until(lambda: all_live({str(two.proc.pid)}), 20, "all sources on the second")
     for name in names:
         records = [
