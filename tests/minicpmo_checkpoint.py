@@ -74,6 +74,21 @@ def engine(tiny_checkpoint: Path) -> Any:
 
 
 @pytest.fixture(scope="session")
+def engine32(tiny_checkpoint: Path) -> Any:
+    """The tiny checkpoint in float32 (MODEL_DTYPE=float32), for tests that compare two
+    paths' greedy texts token for token (batched and alone). In bfloat16 the top two logits of
+    random weights are often one rounding step apart, and CPUs with and without native bf16
+    dot products (AVX512-BF16, AMX) round differently: the same test parted on one machine and
+    not on another."""
+    from worker.engines.minicpmo import MiniCPMoEngine
+
+    loaded = MiniCPMoEngine(cpu_settings(tiny_checkpoint, model_dtype="float32"))
+    loaded.load()
+    assert loaded.info().dtype == "float32"
+    return loaded
+
+
+@pytest.fixture(scope="session")
 def frames() -> list[WindowFrame]:
     images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in make_jpegs(4)]
     return [WindowFrame(seq=i, ts=float(i), image=img) for i, img in enumerate(images)]

@@ -13,23 +13,23 @@ from typing import Any
 
 import pytest
 
-from tests.minicpmo_checkpoint import cpu_settings, engine, frames, tiny_checkpoint
+from tests.minicpmo_checkpoint import cpu_settings, engine32, frames, tiny_checkpoint
 from worker.engines.base import BatchItem, EngineRequest, WindowFrame
 
 pytest.importorskip("torch")
 
-__all__ = ["engine", "frames", "tiny_checkpoint"]  # fixtures, used by name
+__all__ = ["engine32", "frames", "tiny_checkpoint"]  # fixtures, used by name
 
 INSTRUCTIONS = ("What is it?", "Describe the scene in detail, please.", "Count the boxes.")
 
 
 @pytest.fixture(scope="module")
-def batched(engine: Any, tiny_checkpoint: Path) -> Any:
-    """A second engine with MAX_BATCH=4 on the first one's loaded model (no second load)."""
+def batched(engine32: Any, tiny_checkpoint: Path) -> Any:
+    """A second engine with MAX_BATCH=4 on the float32 one's loaded model (no second load)."""
     from worker.engines.minicpmo import MiniCPMoEngine
 
-    made = MiniCPMoEngine(cpu_settings(tiny_checkpoint, max_batch=4))
-    made.attach(engine.model, engine.processor, engine.device)
+    made = MiniCPMoEngine(cpu_settings(tiny_checkpoint, max_batch=4, model_dtype="float32"))
+    made.attach(engine32.model, engine32.processor, engine32.device)
     return made
 
 
@@ -53,9 +53,9 @@ def alone(engine: Any, request: EngineRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def solo(engine: Any, requests: list[EngineRequest]) -> list[str]:
+def solo(engine32: Any, requests: list[EngineRequest]) -> list[str]:
     """What each request gets alone: the single, unbatched path."""
-    return [alone(engine, r) for r in requests]
+    return [alone(engine32, r) for r in requests]
 
 
 def texts(items: list[BatchItem], count: int) -> list[str]:
@@ -63,9 +63,9 @@ def texts(items: list[BatchItem], count: int) -> list[str]:
 
 
 def test_batched_sources_say_what_each_says_alone(
-    engine: Any, batched: Any, requests: list[EngineRequest], solo: list[str]
+    engine32: Any, batched: Any, requests: list[EngineRequest], solo: list[str]
 ) -> None:
-    assert batched.batch_capacity() == 4 and engine.batch_capacity() == 1
+    assert batched.batch_capacity() == 4 and engine32.batch_capacity() == 1
     cancels = [threading.Event() for _ in requests]
     items = list(batched.stream_batch(requests, cancels))
     assert all(solo)

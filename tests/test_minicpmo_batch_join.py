@@ -21,14 +21,14 @@ from shared.keys import Keys
 from shared.messages import CycleEvent
 from shared.sources import SourceRegistry
 from tests.media import make_jpegs
-from tests.minicpmo_checkpoint import engine, tiny_checkpoint
+from tests.minicpmo_checkpoint import engine32, tiny_checkpoint
 from tests.test_minicpmo_batch_worker import alone_run, shares_start
 from tests.worker_support import Feeder, Recorder, background, fast_settings, subscribed
 from worker.service import run_worker
 
 pytest.importorskip("torch")
 
-__all__ = ["engine", "tiny_checkpoint"]  # fixtures, used by name
+__all__ = ["engine32", "tiny_checkpoint"]  # fixtures, used by name
 
 INSTRUCTIONS = {"cam0": "Describe the scene in detail, please.", "cam1": "What is it?"}
 STEERED = "Name the colours."
@@ -50,13 +50,14 @@ async def test_a_source_that_ends_early_rejoins_the_running_batch(
     test_env: dict[str, str],
     keys: Keys,
     tiny_checkpoint: Path,
-    engine: Any,
+    engine32: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from worker.engines.minicpmo import MiniCPMoEngine
 
     caplog.set_level(logging.INFO, logger="worker.serving_batch")
     jpegs = dict(zip(INSTRUCTIONS, make_jpegs(20)[::10], strict=True))
+    engine = engine32  # the worker runs float32 too (MODEL_DTYPE): compared token for token
     _, spoken = alone_run(engine, jpegs["cam0"], INSTRUCTIONS["cam0"], TOKENS)
     assert spoken >= TOKENS * 3 // 4  # cam0 still decodes long after cam1 has spoken
     start = {s: alone_run(engine, jpegs[s], INSTRUCTIONS[s], SAME)[0] for s in INSTRUCTIONS}
@@ -69,6 +70,7 @@ async def test_a_source_that_ends_early_rejoins_the_running_batch(
         test_env,
         ENGINE="minicpmo",
         ENGINE_DEVICE="cpu",
+        MODEL_DTYPE="float32",
         MODEL_PATH=str(tiny_checkpoint),
         DECODE_TEMPERATURE="0",
         DECODE_MAX_LEN="1024",

@@ -20,6 +20,7 @@ from worker.engines.base import PCM_SAMPLE_RATE, EngineError
 from worker.engines.minicpmo_preflight import (
     GIB,
     RUNTIME_BYTES,
+    choose_dtype,
     detect_dtype,
     quant_method,
     read_config,
@@ -68,6 +69,21 @@ def test_awq_config_means_float16(tmp_path: Path) -> None:
     bf16 = read_config(str(write_checkpoint(tmp_path / "bf16", BF16_CONFIG, {})))
     assert (detect_dtype(awq), quant_method(awq)) == ("float16", "awq")
     assert (detect_dtype(bf16), quant_method(bf16)) == ("bfloat16", "")
+
+
+def test_model_dtype_is_the_checkpoints_unless_asked_and_refuses_what_cannot_run(
+    tmp_path: Path,
+) -> None:
+    awq = read_config(str(write_checkpoint(tmp_path / "awq", AWQ_CONFIG, {})))
+    bf16 = read_config(str(write_checkpoint(tmp_path / "bf16", BF16_CONFIG, {})))
+    assert choose_dtype("auto", awq, "cuda") == "float16"
+    assert choose_dtype("auto", bf16, "cuda") == "bfloat16"
+    assert choose_dtype("float32", bf16, "cpu") == "float32"
+    assert choose_dtype("float16", bf16, "cuda") == "float16"
+    with pytest.raises(EngineError, match="float16 only; set MODEL_DTYPE=auto"):
+        choose_dtype("bfloat16", awq, "cuda")
+    with pytest.raises(EngineError, match="CPU only"):
+        choose_dtype("float32", bf16, "cuda")
 
 
 def test_missing_model_path_prints_download(tmp_path: Path) -> None:

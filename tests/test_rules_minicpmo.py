@@ -11,12 +11,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.minicpmo_checkpoint import cpu_settings, engine, frames, tiny_checkpoint
+from tests.minicpmo_checkpoint import cpu_settings, engine, engine32, frames, tiny_checkpoint
 from worker.engines.base import BatchItem, EngineRequest, WindowFrame
 from worker.engines.rules_prompt import parse_verdicts, rules_request
 from worker.runner import EngineRunner
 
-__all__ = ["engine", "frames", "tiny_checkpoint"]  # fixtures
+__all__ = ["engine", "engine32", "frames", "tiny_checkpoint"]  # fixtures
 
 CONDITIONS = ["a person is at the door", "it is dark", "a pot boils"]
 
@@ -32,9 +32,11 @@ def test_the_real_model_code_answers_every_rule_in_one_pass(
 
 
 async def test_a_rules_pass_in_an_open_batch_says_what_it_says_under_the_lock(
-    engine: Any, tiny_checkpoint: Path, frames: list[WindowFrame]
+    engine32: Any, tiny_checkpoint: Path, frames: list[WindowFrame]
 ) -> None:
     from worker.engines.minicpmo import MiniCPMoEngine
+
+    engine = engine32  # batched and under the lock compared token for token: float32
 
     window = EngineRequest(source="cam", frames=frames[:2], instruction="Describe.")
     asked = rules_request(window, CONDITIONS)
@@ -44,7 +46,7 @@ async def test_a_rules_pass_in_an_open_batch_says_what_it_says_under_the_lock(
     long = EngineRequest(source="long", frames=frames[:1], instruction=talk, max_new_tokens=96)
     spoken = sum(c.tokens for c in engine.stream(long, threading.Event()))
     assert spoken >= 72  # it decodes long after the rules passes have joined
-    batched = MiniCPMoEngine(cpu_settings(tiny_checkpoint, max_batch=4))
+    batched = MiniCPMoEngine(cpu_settings(tiny_checkpoint, max_batch=4, model_dtype="float32"))
     batched.attach(engine.model, engine.processor, engine.device)  # no second load
     writer, runner = batched.batched, EngineRunner(batched)
     try:

@@ -8,6 +8,7 @@ from shared.settings_groups import var
 
 ENGINES = ("cpu", "minicpmo", "transformers", "openai")
 ENGINE_DEVICES = ("auto", "cuda", "cpu")
+MODEL_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,13 @@ class InferenceSettings:
         "CPU_MODEL_MAX_GIB)",
         "inference",
         choices=ENGINE_DEVICES,
+    )
+    model_dtype: str = var(
+        "auto",
+        "Weights dtype of ENGINE=minicpmo (auto: float16 for quantised checkpoints, else "
+        "bfloat16; float32 only on the CPU, for exact runs of small test checkpoints)",
+        "inference",
+        choices=MODEL_DTYPES,
     )
     cpu_model_max_gib: float = var(
         2.0,

@@ -29,7 +29,7 @@ from worker.engines.fast_decode_stream import stop_token_ids, text_chunks
 from worker.engines.minicpmo_preflight import (
     GPU_PACKAGES,
     TTS_PACKAGES,
-    detect_dtype,
+    choose_dtype,
     quant_method,
     read_config,
     require_cpu_size,
@@ -95,7 +95,7 @@ class MiniCPMoEngine(Engine):
         import torch
 
         s = self.settings
-        dtype = getattr(torch, detect_dtype(config))
+        dtype = getattr(torch, choose_dtype(s.model_dtype, config, device_name))
         model, processor = self._from_pretrained(dtype, device_name)
         reference = ""
         if s.enable_tts:

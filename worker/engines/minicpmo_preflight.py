@@ -76,6 +76,24 @@ def detect_dtype(config: dict[str, Any]) -> str:
     return "float16" if quant else "bfloat16"
 
 
+def choose_dtype(asked: str, config: dict[str, Any], device: str) -> str:
+    """MODEL_DTYPE applied to this checkpoint on `device`; EngineError for a combination that
+    cannot run (quantised kernels take float16 only; the GPU fast path has no float32)."""
+    detected = detect_dtype(config)
+    if asked == "auto" or asked == detected:
+        return detected
+    if detected == "float16" and quant_method(config):
+        raise EngineError(
+            f"MODEL_DTYPE={asked}: quantised checkpoints run in float16 only; set MODEL_DTYPE=auto"
+        )
+    if asked == "float32" and device != "cpu":
+        raise EngineError(
+            "MODEL_DTYPE=float32 runs on the CPU only (ENGINE_DEVICE=cpu, small checkpoints); "
+            "on a GPU set MODEL_DTYPE=auto"
+        )
+    return asked
+
+
 def quant_method(config: dict[str, Any]) -> str:
     """The checkpoint's quantisation method ('awq', 'gptq', ...) or '' for none."""
     quant = config.get("quantization_config") or {}

@@ -111,4 +111,10 @@ def describe(status: int, body: str, model: str, url: str) -> str:
         return f"model {model!r} at {url} does not accept image input ({status}: {detail})"
     if status in (400, 422) and "model" in lowered and model in detail:
         return f"model {model!r} is not served at {url} ({status}: {detail})"
+    if status == 429:
+        return (
+            f"the server at {url} kept limiting the request rate (429: {detail}) through "
+            "OPENAI_RETRIES tries; raise its limit, or ask less often (fewer sources per "
+            "server, a longer INFERENCE_INTERVAL)"
+        )
     return f"the server at {url} answered {status}: {detail}"
