@@ -18,7 +18,7 @@ import pytest
 from tests.openai_server import ServeProcess
 from tests.rate_limit_gateway import RateLimitGateway
 from tests.test_openai_engine import ask, engine_settings
-from worker.engines.base import EngineError
+from worker.engines.base import Chunk, EngineError
 from worker.engines.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,20 +40,23 @@ def gateway_for(
         gateway.stop()
 
 
-def engine_behind(server: ServeProcess, gateway: RateLimitGateway, **env: str) -> OpenAIEngine:
-    return OpenAIEngine(engine_settings(server, OPENAI_BASE_URL=gateway.base_url, **env))
+def answer_through(
+    server: ServeProcess, gateway: RateLimitGateway, tokens: int, **env: str
+) -> list[Chunk]:
+    """One commentary of `tokens` tokens by an openai engine that talks to `gateway`."""
+    engine = OpenAIEngine(engine_settings(server, OPENAI_BASE_URL=gateway.base_url, **env))
+    try:
+        engine.load()
+        return list(engine.stream(ask(tokens), threading.Event()))
+    finally:
+        engine.close()
 
 
 def test_a_429_with_retry_after_is_waited_out_then_answered(
     openai_server: ServeProcess, gateway_for: Callable[..., RateLimitGateway]
 ) -> None:
     gateway = gateway_for(2, "2")
-    engine = engine_behind(openai_server, gateway)
-    try:
-        engine.load()
-        chunks = list(engine.stream(ask(8), threading.Event()))
-    finally:
-        engine.close()
+    chunks = answer_through(openai_server, gateway, 8)
     assert sum(c.tokens for c in chunks) == 8  # the answer came through in the end
     tries = gateway.requests()
     assert [t["status"] for t in tries] == [429, 429, 200]
@@ -66,12 +69,7 @@ def test_without_retry_after_the_engine_backs_off_on_its_own(
     openai_server: ServeProcess, gateway_for: Callable[..., RateLimitGateway]
 ) -> None:
     gateway = gateway_for(2)
-    engine = engine_behind(openai_server, gateway)
-    try:
-        engine.load()
-        chunks = list(engine.stream(ask(4), threading.Event()))
-    finally:
-        engine.close()
+    chunks = answer_through(openai_server, gateway, 4)
     assert sum(c.tokens for c in chunks) == 4
     tries = gateway.requests()
     assert [t["status"] for t in tries] == [429, 429, 200]
@@ -83,13 +81,8 @@ def test_a_server_that_always_refuses_fails_after_openai_retries_tries(
     openai_server: ServeProcess, gateway_for: Callable[..., RateLimitGateway]
 ) -> None:
     gateway = gateway_for(1000, "0")
-    engine = engine_behind(openai_server, gateway, OPENAI_RETRIES="3")
-    try:
-        engine.load()
-        with pytest.raises(EngineError, match="429") as raised:
-            list(engine.stream(ask(4), threading.Event()))
-    finally:
-        engine.close()
+    with pytest.raises(EngineError, match="429") as raised:
+        answer_through(openai_server, gateway, 4, OPENAI_RETRIES="3")
     assert [t["status"] for t in gateway.requests()] == [429, 429, 429]
     message = str(raised.value)
     assert "OPENAI_RETRIES" in message and "Rate limit reached" in message, message
