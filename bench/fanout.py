@@ -32,11 +32,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cv2  # noqa: E402
-import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 
+from bench.fanout_probe import gc_passes, profiler, run_queue_wait, tree_cpu, tree_rss  # noqa: E402
 from shared.bus import SourcePublisher  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.messages import AudioChunk, TextChunk  # noqa: E402
@@ -109,58 +109,6 @@ def wait_delivered(client: subprocess.Popen[str], expected: int) -> None:
         elif time.monotonic() - still_since >= SETTLE_S:
             return
         time.sleep(0.05)
-
-
-def tree_cpu(proc: psutil.Process) -> float:
-    """CPU seconds of `proc` and its children."""
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def run_queue_wait(proc: psutil.Process) -> float:
-    """Seconds `proc` and its children spent runnable but waiting for a CPU (Linux schedstat):
-    on a machine that other work loads, the share of time the API was starved of a core."""
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            fields = Path(f"/proc/{p.pid}/schedstat").read_text().split()
-            total += int(fields[1]) / 1e9
-        except (OSError, IndexError, psutil.NoSuchProcess):
-            pass
-    return total
-
-
-def gc_passes(port: int) -> dict[str, float]:
-    """`lookout_api_gc_seconds` count and sum by generation, from the API's /metrics."""
-    out: dict[str, float] = {}
-    if not port:
-        return out
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    except httpx.HTTPError:
-        return out
-    for line in text.splitlines():
-        if line.startswith(("lookout_api_gc_seconds_count", "lookout_api_gc_seconds_sum")):
-            name, value = line.rsplit(" ", 1)
-            gen = name.split('generation="')[1][0]
-            out[f"{name.split('{')[0].rsplit('_', 1)[1]}{gen}"] = float(value)
-    return out
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def run_once(args: argparse.Namespace, redis: RedisServer, viewers: int, procs: int) -> dict:
@@ -244,22 +192,6 @@ def run_once(args: argparse.Namespace, redis: RedisServer, viewers: int, procs: 
         "label": args.label,
         "load_before": os.getloadavg()[0],
     }
-
-
-def profiler(
-    args: argparse.Namespace, proc: psutil.Process, viewers: int, procs: int
-) -> subprocess.Popen[bytes] | None:
-    """py-spy on the (first) API process while publishing, as collapsed stacks."""
-    if not args.profile:
-        return None
-    target = proc.children()[0] if procs > 1 else proc
-    out = f"{args.profile}-{args.kind}-{viewers}-{args.label or 'run'}.txt"
-    cmd = ["py-spy", "record", "--pid", str(target.pid), "--duration", str(int(args.seconds))]
-    return subprocess.Popen(
-        [*cmd, "--rate", "200", "--format", "raw", "--output", out],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
 
 
 async def _register(redis_url: str, keys: Keys) -> None:

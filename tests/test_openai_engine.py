@@ -7,6 +7,7 @@ server, a wrong API key and an unknown model are the real thing, not imitations.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from shared.jpeg import encode_jpeg
 from shared.settings import Settings
 from shared.settings_env import load_settings
 from tests.openai_server import MODEL_A, MODEL_B, OPENAI_TEST_KEY, ServeProcess
-from worker.engines.base import Chunk, EngineError, EngineRequest, WindowFrame
+from worker.engines.base import Chunk, EngineError, EngineInfo, EngineRequest, WindowFrame
 from worker.engines.openai_engine import OpenAIEngine
 
 # The first test to use the server waits for it to be built and started (once per session).
@@ -56,6 +57,16 @@ def ask(tokens: int) -> EngineRequest:
     return EngineRequest(
         source="cam", frames=window(), instruction="Describe it.", max_new_tokens=tokens
     )
+
+
+@contextlib.contextmanager
+def loaded_engine(settings: Settings) -> Iterator[tuple[OpenAIEngine, EngineInfo]]:
+    """An openai engine on `settings`, loaded (its info), closed on the way out."""
+    made = OpenAIEngine(settings)
+    try:
+        yield made, made.load()
+    finally:
+        made.close()
 
 
 @pytest.fixture

@@ -17,9 +17,8 @@ import pytest
 
 from tests.openai_server import ServeProcess
 from tests.rate_limit_gateway import RateLimitGateway
-from tests.test_openai_engine import ask, engine_settings
+from tests.test_openai_engine import ask, engine_settings, loaded_engine
 from worker.engines.base import Chunk, EngineError
-from worker.engines.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -44,12 +43,9 @@ def answer_through(
     server: ServeProcess, gateway: RateLimitGateway, tokens: int, **env: str
 ) -> list[Chunk]:
     """One commentary of `tokens` tokens by an openai engine that talks to `gateway`."""
-    engine = OpenAIEngine(engine_settings(server, OPENAI_BASE_URL=gateway.base_url, **env))
-    try:
-        engine.load()
+    settings = engine_settings(server, OPENAI_BASE_URL=gateway.base_url, **env)
+    with loaded_engine(settings) as (engine, _):
         return list(engine.stream(ask(tokens), threading.Event()))
-    finally:
-        engine.close()
 
 
 def test_a_429_with_retry_after_is_waited_out_then_answered(

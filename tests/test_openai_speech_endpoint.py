@@ -27,7 +27,7 @@ from shared.settings import Settings, SettingsError
 from shared.settings_env import load_settings
 from shared.sources import SourceRegistry
 from tests.openai_server import MODEL_A, OPENAI_TEST_KEY, ServeProcess
-from tests.test_openai_engine import window
+from tests.test_openai_engine import loaded_engine, window
 from tests.test_openai_worker import worker_env, workers
 from tests.tts_standin import TtsStandIn
 from tests.worker_support import Feeder, Recorder, background, scene, subscribed
@@ -79,14 +79,10 @@ def test_each_sentence_is_spoken_by_the_endpoint_at_48k(
     openai_server: ServeProcess, standin: TtsStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    engine = OpenAIEngine(engine_settings(openai_server, standin))
-    try:
-        info = engine.load()
+    with loaded_engine(engine_settings(openai_server, standin)) as (engine, info):
         assert info.extra["tts"] == "on"
         assert info.extra["tts_voice"] == "endpoint:tts-1/nova, else espeak-ng:en"
         chunks = run(engine, 160)  # random text of 300+ characters: spoken in 200-char pieces
-    finally:
-        engine.close()
     spoken = [c for c in chunks if c.pcm]
     asked = standin.requests()
     assert len(spoken) >= 2  # sentence by sentence, not one block at the end
@@ -115,12 +111,8 @@ def test_a_failing_endpoint_keeps_the_text_and_speaks_with_espeak(
     openai_server: ServeProcess, standin: TtsStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    engine = OpenAIEngine(engine_settings(openai_server, standin))
-    try:
-        engine.load()
+    with loaded_engine(engine_settings(openai_server, standin)) as (engine, _):
         first, second = run(engine, 160), run(engine, 8)
-    finally:
-        engine.close()
     for chunks, tokens in ((first, 160), (second, 8)):
         assert sum(c.tokens for c in chunks) == tokens  # no text lost
         assert all(c.pcm for c in chunks if c.text.strip())  # espeak-ng spoke every sentence
@@ -143,13 +135,10 @@ def test_a_silent_endpoint_times_out_and_without_espeak_the_cycle_stays_silent(
 ) -> None:
     caplog.set_level(logging.WARNING)
     monkeypatch.setenv("PATH", str(tmp_path))  # no espeak-ng on PATH: the fallback is silence
-    engine = OpenAIEngine(engine_settings(openai_server, standin, OPENAI_SPEECH_TIMEOUT="1"))
-    try:
-        info = engine.load()
+    settings = engine_settings(openai_server, standin, OPENAI_SPEECH_TIMEOUT="1")
+    with loaded_engine(settings) as (engine, info):
         assert info.extra["tts_voice"] == "endpoint:tts-1/nova, else silence"
         chunks = run(engine, 8)
-    finally:
-        engine.close()
     assert sum(c.tokens for c in chunks) == 8 and "".join(c.text for c in chunks).strip()
     assert all(c.pcm is None for c in chunks)
     (warning,) = speech_warnings(caplog)
@@ -161,7 +150,7 @@ def test_a_silent_endpoint_times_out_and_without_espeak_the_cycle_stays_silent(
 def test_a_cancel_stops_the_sentence_being_spoken(
     openai_server: ServeProcess, standin: TtsStandIn
 ) -> None:
-    engine = OpenAIEngine(engine_settings(openai_server, standin, OPENAI_SPEECH_TIMEOUT="60"))
+    settings = engine_settings(openai_server, standin, OPENAI_SPEECH_TIMEOUT="60")
     cancel = threading.Event()
 
     def cancel_once_asked() -> None:
@@ -169,16 +158,13 @@ def test_a_cancel_stops_the_sentence_being_spoken(
             time.sleep(0.02)
         cancel.set()
 
-    try:
-        engine.load()
+    with loaded_engine(settings) as (engine, _):
         canceller = threading.Thread(target=cancel_once_asked, daemon=True)
         canceller.start()
         started = time.monotonic()
         chunks = run(engine, 8, cancel)
         elapsed = time.monotonic() - started
         canceller.join(5)
-    finally:
-        engine.close()
     assert cancel.is_set() and len(standin.requests()) == 1
     assert chunks == []  # the sentence being spoken when the cancel came is not said
     assert elapsed < 20  # not the 60 s the endpoint would have had
